@@ -1,0 +1,120 @@
+package flasher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// HardwareID is the identity a device reports from its own silicon: an ESP
+// MAC address, an STM32 96-bit UID as 24 hex digits, a USB serial string or
+// an eMMC CID. It is what the journal and the DMS key a device by.
+type HardwareID string
+
+// Device is what Identify learnt about the device in a slot.
+type Device struct {
+	// HardwareID is the device's own identity, never empty on success.
+	HardwareID HardwareID `json:"hardware_id"`
+	// Chip names the silicon, for example "ESP32-D0WD-V3".
+	Chip string `json:"chip"`
+	// FlashSize is the size of the device's flash in bytes, 0 if unknown.
+	FlashSize int64 `json:"flash_size,omitempty"`
+	// Locked reports that device-side protection is already in place
+	// (a burnt eFuse, read-out protection).
+	Locked bool `json:"locked"`
+	// LockState names each lock the backend knows and whether it is set.
+	LockState map[string]bool `json:"lock_state,omitempty"`
+}
+
+// Segment is one contiguous run of bytes to write at Addr.
+type Segment struct {
+	// Name is the artifact the segment came from, for messages.
+	Name string
+	// Addr is the flash address or block offset of the first byte.
+	Addr uint64
+	// Data is what to write.
+	Data []byte
+}
+
+// End returns the address just past the segment.
+func (s Segment) End() uint64 { return s.Addr + uint64(len(s.Data)) }
+
+// Image is everything one device receives: segments in increasing address
+// order that do not overlap.
+type Image struct {
+	// Version is the firmware version the image carries.
+	Version string
+	// Segments are the runs to write.
+	Segments []Segment
+}
+
+// Size returns the number of image bytes over all segments.
+func (img Image) Size() int64 {
+	var n int64
+	for _, s := range img.Segments {
+		n += int64(len(s.Data))
+	}
+	return n
+}
+
+// Validate checks that segments are non-empty, ordered and do not overlap.
+func (img Image) Validate() error {
+	if len(img.Segments) == 0 {
+		return errors.New("image has no segments")
+	}
+	for i, s := range img.Segments {
+		if len(s.Data) == 0 {
+			return fmt.Errorf("segment %d (%s) is empty", i, s.Name)
+		}
+		if i > 0 && s.Addr < img.Segments[i-1].End() {
+			return fmt.Errorf("segment %d (%s) at %#x overlaps segment %d (%s) ending at %#x",
+				i, s.Name, s.Addr, i-1, img.Segments[i-1].Name, img.Segments[i-1].End())
+		}
+	}
+	return nil
+}
+
+// Progress receives the bytes done out of total during a long operation.
+// It is called from the backend's goroutine and must not block.
+type Progress func(done, total int64)
+
+// Backend flashes one device over one open transport. A backend serves one
+// slot at a time and is not safe for concurrent use.
+type Backend interface {
+	// Identify connects to the device's bootloader and reads who it is.
+	Identify(ctx context.Context) (Device, error)
+	// Flash writes img to the device.
+	Flash(ctx context.Context, img Image, progress Progress) error
+	// Verify checks that the device holds img, with a hash computed on the
+	// device where the protocol has one and a readback otherwise.
+	Verify(ctx context.Context, img Image) error
+	// LockOptions lists the device-side locks Lock accepts.
+	LockOptions() []string
+	// Lock applies the named device-side protections. It is idempotent:
+	// a protection already in place is not an error.
+	Lock(ctx context.Context, opts []string) error
+	// Reset restarts the device into its application and returns the first
+	// line the application printed, or "" where the link cannot see it.
+	Reset(ctx context.Context) (banner string, err error)
+	// Close releases the backend; the transport is closed by its owner.
+	Close() error
+}
+
+// Sentinel errors that let the pipeline and the operator's messages tell
+// failures apart; backends wrap them.
+var (
+	// ErrNoResponse means the device did not answer: not in its
+	// bootloader, wrong port, cable, or power.
+	ErrNoResponse = errors.New("device does not respond")
+	// ErrLinkLost means the link dropped in the middle of an operation:
+	// the device was unplugged or reset.
+	ErrLinkLost = errors.New("link to device lost")
+	// ErrVerify means the device does not hold what was written.
+	ErrVerify = errors.New("verification failed")
+	// ErrLocked means device-side protection refuses the operation.
+	ErrLocked = errors.New("device is locked")
+	// ErrWrite means the device reported a flash write or erase failure.
+	ErrWrite = errors.New("flash write failed")
+	// ErrUnsupported means the device or backend cannot do what was asked.
+	ErrUnsupported = errors.New("not supported by this device")
+)

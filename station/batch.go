@@ -1,0 +1,158 @@
+package station
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/station-dev/station/fixtures"
+	"github.com/station-dev/station/flasher"
+	"github.com/station-dev/station/flasher/image"
+	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/artifact"
+	"github.com/station-dev/station/station/journal"
+)
+
+// batch is a work order about to run on a fixture: what station run and
+// station demo share.
+type batch struct {
+	wo       jobs.WorkOrder
+	woDir    string // folder relative artifact URLs are taken from
+	fixture  *fixtures.Fixture
+	journal  *journal.Journal
+	upstream jobs.Upstream
+	printer  jobs.Printer
+	station  string
+	operator string
+	cacheDir string
+	parallel int
+	slots    []string
+	logger   *slog.Logger
+}
+
+// loadImages fetches the bundle's artifacts and builds one image per
+// protocol. A missing, corrupt or unreadable artifact stops the work order
+// before any device is touched.
+func loadImages(ctx context.Context, wo jobs.WorkOrder, base, cacheDir string, logger *slog.Logger) (map[string]flasher.Image, error) {
+	cache := &artifact.Cache{Dir: cacheDir, Logger: logger}
+	images := map[string]flasher.Image{}
+	for _, a := range wo.Bundle.Artifacts {
+		data, err := cache.Load(ctx, a, base)
+		if err != nil {
+			return nil, err
+		}
+		segs, err := image.Segments(a.Name, a.Format, a.Address.Uint64(), data)
+		if err != nil {
+			return nil, fmt.Errorf("artifact %s: %w", a.Name, err)
+		}
+		img := images[a.Target]
+		img.Version = wo.Bundle.Version
+		img.Segments = append(img.Segments, segs...)
+		images[a.Target] = img
+	}
+	for proto, img := range images {
+		slices.SortFunc(img.Segments, func(a, b flasher.Segment) int {
+			switch {
+			case a.Addr < b.Addr:
+				return -1
+			case a.Addr > b.Addr:
+				return 1
+			}
+			return 0
+		})
+		if err := img.Validate(); err != nil {
+			return nil, fmt.Errorf("bundle %s for %s: %w", wo.Bundle.Version, proto, err)
+		}
+		images[proto] = img
+	}
+	return images, nil
+}
+
+// runner builds the pipeline runner for the batch.
+func (b *batch) runner(ctx context.Context, bus *jobs.Bus) (*jobs.Runner, error) {
+	images, err := loadImages(ctx, b.wo, b.woDir, b.cacheDir, b.logger)
+	if err != nil {
+		return nil, err
+	}
+	var specs []jobs.SlotSpec
+	for _, s := range b.fixture.Slots {
+		specs = append(specs, jobs.SlotSpec{Name: s.Name, Protocol: s.Protocol, Uses: s.Uses})
+	}
+	b.journal.Redact(b.wo.Authorization.Token.Reveal())
+	return &jobs.Runner{
+		WorkOrder: b.wo, Images: images, Slots: specs, Resources: b.fixture.Resources,
+		Connector: b.fixture.Connector(b.logger), Upstream: b.upstream, Printer: b.printer,
+		Journal: b.journal, Station: b.station, Operator: b.operator, Logger: b.logger,
+		Parallel: b.parallel, Bus: bus,
+	}, nil
+}
+
+// output says how a command reports.
+type output struct {
+	json   bool
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// execute runs the batch with live progress and returns its summary.
+func (b *batch) execute(ctx context.Context, out output) (jobs.Summary, error) {
+	bus := &jobs.Bus{}
+	r, err := b.runner(ctx, bus)
+	if err != nil {
+		return jobs.Summary{}, err
+	}
+	// Progress goes to stdout for people and to stderr when stdout
+	// carries JSON for a program.
+	pw := out.stdout
+	if out.json {
+		pw = out.stderr
+	}
+	title := fmt.Sprintf("Work order %s · %s (%s) · bundle %s %s · %d slots",
+		b.wo.ID, b.wo.Product.Name, b.wo.Product.PartNumber, b.wo.Bundle.Version, b.wo.Bundle.Tag, len(b.fixture.Slots))
+	if !isTerminal(pw) {
+		fmt.Fprintln(pw, title)
+	}
+	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		newProgress(pw, title, b.fixture.SlotNames()).follow(pctx, bus)
+	}()
+	sum, err := r.Run(ctx, b.slots...)
+	stopProgress()
+	<-done
+	return sum, err
+}
+
+// report writes the summary, as JSON or for people, and returns the
+// command's error: devices that failed make the command fail.
+func report(out output, sum jobs.Summary, extra map[string]any, human [][2]string) error {
+	if out.json {
+		v := map[string]any{
+			"work_order": sum.WorkOrder, "devices": sum.Devices, "passed": sum.Passed, "failed": sum.Failed,
+			"skipped": sum.Skipped, "already_done": sum.AlreadyDone, "done": sum.Done, "quantity": sum.Quantity,
+			"wall_seconds": sum.Wall.Seconds(), "events": sum.Events, "results": sum.Results,
+		}
+		for k, x := range extra {
+			v[k] = x
+		}
+		enc := json.NewEncoder(out.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+	} else {
+		printSummary(out.stdout, sum, human)
+	}
+	if sum.Failed > 0 {
+		return &ExitError{Code: ExitFailed, Err: fmt.Errorf("%d of %d devices failed", sum.Failed, sum.Devices)}
+	}
+	return nil
+}
+
+// seconds formats a duration for the human summary.
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }

@@ -1,0 +1,307 @@
+package dms
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	// The SQLite driver: importing it registers "sqlite3".
+	_ "github.com/mattn/go-sqlite3"
+)
+
+// migrations are the schema versions, one folder per dialect. File
+// NNNN_name.sql takes the schema to version NNNN; the versions applied are
+// rows of schema_migrations.
+//
+//go:embed migrations
+var migrations embed.FS
+
+// sqliteWrite are the writer connection's pragmas, in the DSN so that the
+// driver applies them to every connection it opens. WAL with
+// synchronous=FULL syncs the WAL at each commit: a claim that returned
+// survives a power cut. _txlock=immediate makes every transaction BEGIN
+// IMMEDIATE: it takes the write lock before its first read, so a claim
+// reads the token's count and writes it back with no other writer in
+// between, even from another process.
+const sqliteWrite = "_journal_mode=WAL&_synchronous=FULL&_busy_timeout=5000&_txlock=immediate&_foreign_keys=1"
+
+// sqliteRead are the read pool's: read-only connections that never wait
+// for a write in progress.
+const sqliteRead = "mode=ro&_busy_timeout=5000&_foreign_keys=1&_query_only=1"
+
+// readConns bounds the read pool.
+const readConns = 4
+
+// Store is the DMS's database: one writer connection, on which every
+// write runs as one transaction after another, and a read pool. The rules
+// live in Service; Store only keeps the rows.
+type Store struct {
+	d     *dialect
+	write *sql.DB
+	read  *sql.DB
+	path  string
+}
+
+// OpenSQLite opens the SQLite database at path, creating it and its folder
+// if missing, and brings its schema up to date. The file must be on a
+// local disk: WAL needs memory shared between connections.
+func OpenSQLite(ctx context.Context, path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("open dms database: no path given")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open dms database %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
+		return nil, fmt.Errorf("create dms database folder: %w", err)
+	}
+	s := &Store{d: &sqliteDialect, path: abs}
+	if err := s.openSQLite(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("open dms database %s: %w", abs, err), s.Close())
+	}
+	return s, nil
+}
+
+func (s *Store) openSQLite(ctx context.Context) error {
+	var err error
+	s.write, err = sql.Open(s.d.driver, sqliteDSN(s.path, sqliteWrite))
+	if err != nil {
+		return fmt.Errorf("open writer: %w", err)
+	}
+	// One writer connection for the store's life: writers queue for it
+	// in the pool, and their transactions run one after another.
+	s.write.SetMaxOpenConns(1)
+	s.write.SetMaxIdleConns(1)
+	s.write.SetConnMaxLifetime(0)
+	s.write.SetConnMaxIdleTime(0)
+	var mode string
+	if err := s.write.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("read journal mode: %w", err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("journal mode is %q, want wal (is the file on a local disk?)", mode)
+	}
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	s.read, err = sql.Open(s.d.driver, sqliteDSN(s.path, sqliteRead))
+	if err != nil {
+		return fmt.Errorf("open readers: %w", err)
+	}
+	s.read.SetMaxOpenConns(readConns)
+	s.read.SetMaxIdleConns(readConns)
+	if err := s.read.PingContext(ctx); err != nil {
+		return fmt.Errorf("open readers: %w", err)
+	}
+	return nil
+}
+
+// sqliteDSN builds a SQLite URI for path. The driver splits the DSN at
+// the first '?', and SQLite decodes %HH escapes in the path, so the
+// characters that would end the path are escaped.
+func sqliteDSN(path, params string) string {
+	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(path))
+	return "file:" + p + "?" + params
+}
+
+// Path returns the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database. A closed store cannot be used again.
+func (s *Store) Close() error {
+	var errs []error
+	if s.read != nil {
+		errs = append(errs, s.read.Close())
+	}
+	if s.write != nil {
+		errs = append(errs, s.write.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close dms database: %w", err)
+	}
+	return nil
+}
+
+// migrate applies the embedded migrations the database has not seen, each
+// in its own write transaction with its row in schema_migrations.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY,
+		name    TEXT NOT NULL,
+		applied TEXT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, s.d.migrations+"/*.sql")
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	slices.Sort(names)
+	latest := 0
+	for _, name := range names {
+		v, err := migrationVersion(name)
+		if err != nil {
+			return err
+		}
+		if v != latest+1 {
+			return fmt.Errorf("migration %s: version %d follows %d", name, v, latest)
+		}
+		latest = v
+		if err := s.migrateTo(ctx, v, name); err != nil {
+			return err
+		}
+	}
+	var have int
+	if err := s.write.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&have); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if have > latest {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer station", have, latest)
+	}
+	return nil
+}
+
+func migrationVersion(name string) (int, error) {
+	base := path.Base(name)
+	num, _, ok := strings.Cut(base, "_")
+	v, err := strconv.Atoi(num)
+	if !ok || err != nil || v <= 0 {
+		return 0, fmt.Errorf("migration %s: name must start with its version, as 0001_", base)
+	}
+	return v, nil
+}
+
+// migrateTo applies one migration if it is missing. The check runs inside
+// the write transaction, so two processes opening a new file do not both
+// apply it.
+func (s *Store) migrateTo(ctx context.Context, v int, name string) error {
+	script, err := migrations.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("read migration %s: %w", name, err)
+	}
+	return s.update(ctx, func(t *tx) error {
+		var n int
+		if err := t.queryRow(ctx, "SELECT count(*) FROM schema_migrations WHERE version = $1", v).Scan(&n); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := t.ExecContext(ctx, string(script)); err != nil {
+			return fmt.Errorf("apply migration %s: %w", name, err)
+		}
+		if _, err := t.exec(ctx, "INSERT INTO schema_migrations (version, name, applied) VALUES ($1, $2, $3)",
+			v, path.Base(name), formatTime(time.Now())); err != nil {
+			return fmt.Errorf("record migration %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// tx is one transaction with the store's dialect.
+type tx struct {
+	*sql.Tx
+	d     *dialect
+	write bool
+}
+
+// forUpdate is the dialect's row-lock clause in a write transaction, and
+// nothing in a read-only one (where PostgreSQL refuses it).
+func (t *tx) forUpdate() string {
+	if t.write {
+		return t.d.forUpdate
+	}
+	return ""
+}
+
+func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return t.ExecContext(ctx, t.d.rebind(q), args...)
+}
+
+func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return t.QueryContext(ctx, t.d.rebind(q), args...)
+}
+
+func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return t.QueryRowContext(ctx, t.d.rebind(q), args...)
+}
+
+// update runs fn in a write transaction (BEGIN IMMEDIATE on SQLite) and
+// commits it if fn returns nil.
+func (s *Store) update(ctx context.Context, fn func(*tx) error) error {
+	return s.run(ctx, s.write, nil, fn)
+}
+
+// view runs fn in a read-only transaction on the read pool: one
+// consistent snapshot.
+func (s *Store) view(ctx context.Context, fn func(*tx) error) error {
+	return s.run(ctx, s.read, &sql.TxOptions{ReadOnly: true}, fn)
+}
+
+func (s *Store) run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*tx) error) (err error) {
+	sqlTx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := sqlTx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+				err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
+			}
+		}
+	}()
+	if err := fn(&tx{Tx: sqlTx, d: s.d, write: db == s.write}); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// timeLayout is how times are stored: UTC, nine fraction digits, fixed
+// width, so that text order is time order.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(timeLayout, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read stored time %q: %w", s, err)
+	}
+	return t, nil
+}
+
+// nullTime stores the zero time as NULL.
+func nullTime(t time.Time) sql.NullString {
+	if t.IsZero() {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: formatTime(t), Valid: true}
+}
+
+func parseNullTime(s sql.NullString) (time.Time, error) {
+	if !s.Valid {
+		return time.Time{}, nil
+	}
+	return parseTime(s.String)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
