@@ -77,6 +77,9 @@ type Result struct {
 	// Steps holds the wall time of each step of the last attempt that
 	// ran (skipped steps are absent).
 	Steps map[Step]time.Duration `json:"-"`
+	// Link is the part of Duration spent talking to the device: opening
+	// it and every backend call. The rest is the station's own time.
+	Link time.Duration `json:"-"`
 }
 
 // MarshalJSON writes durations in seconds.
@@ -89,8 +92,9 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		plain
 		Seconds     float64          `json:"seconds"`
+		LinkSeconds float64          `json:"link_seconds"`
 		StepSeconds map[Step]float64 `json:"step_seconds,omitempty"`
-	}{plain(r), r.Duration.Seconds(), steps})
+	}{plain(r), r.Duration.Seconds(), r.Link.Seconds(), steps})
 }
 
 // Summary is the outcome of a run over several slots.
@@ -398,6 +402,7 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 			r.release(d.res.Outcome == OutcomePassed)
 		}
 		d.res.Duration = time.Since(start)
+		d.res.Link = time.Duration(d.link.Load())
 		res = d.res
 		status := map[Outcome]SlotStatus{OutcomePassed: SlotPassed, OutcomeFailed: SlotFailed,
 			OutcomeSkipped: SlotSkipped, OutcomeAlreadyDone: SlotPassed}[d.res.Outcome]
@@ -451,6 +456,7 @@ type deviceRun struct {
 	log  *slog.Logger
 
 	backend  flasher.Backend
+	link     atomic.Int64 // nanoseconds spent on the device link
 	dev      flasher.Device
 	hw       flasher.HardwareID
 	prior    journal.DeviceState // what the journal knew before this run

@@ -118,6 +118,9 @@ func TestRunAllPass(t *testing.T) {
 		for _, d := range res.Steps {
 			steps += d
 		}
+		if res.Link <= 0 || res.Link > res.Duration {
+			t.Errorf("result %s: link time %v, want within (0, %v]", res.Slot, res.Link, res.Duration)
+		}
 		if len(res.Steps) != len(jobs.Steps) || res.Duration < steps {
 			t.Errorf("result %s: %d step times summing to %v, duration %v; want %d steps within the duration", res.Slot, len(res.Steps), steps, res.Duration, len(jobs.Steps))
 		}

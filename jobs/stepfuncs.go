@@ -15,14 +15,16 @@ import (
 // the journal, where the device resumes.
 func (d *deviceRun) identify(ctx context.Context) (map[string]any, error) {
 	r := d.r
+	start := time.Now()
 	b, err := r.Connector.Connect(ctx, d.spec.Name, ConnectOptions{
 		Baud: r.WorkOrder.Flasher.Baud, NoCompress: r.WorkOrder.Flasher.NoCompress, Logger: d.log,
 	})
+	d.link.Add(int64(time.Since(start)))
 	if err != nil {
 		return nil, fmt.Errorf("open device: %w", err)
 	}
-	d.backend = b
-	dev, err := b.Identify(ctx)
+	d.backend = timedBackend{Backend: b, link: &d.link}
+	dev, err := d.backend.Identify(ctx)
 	data := map[string]any{"chip": dev.Chip}
 	if err != nil {
 		if !errors.Is(err, flasher.ErrLocked) || dev.HardwareID != "" {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -50,10 +51,82 @@ func (j *Journal) Append(ctx context.Context, events ...Event) ([]Event, error) 
 		}
 		out[i] = e
 	}
-	if err := j.insertAll(ctx, out); err != nil {
+	if err := j.commit(ctx, out); err != nil {
 		return nil, fmt.Errorf("append %d events: %w", len(out), err)
 	}
 	return out, nil
+}
+
+// group batches the appends of many goroutines into one transaction:
+// group commit. With synchronous=FULL every commit syncs the WAL, and 32
+// slots finishing a step together would otherwise queue for 32 syncs. An
+// Append still returns only once its own events are committed.
+type group struct {
+	mu      sync.Mutex
+	leading bool         // a goroutine is committing
+	pending []*appendReq // waiting for the next commit
+}
+
+// appendReq is one Append waiting in the group.
+type appendReq struct {
+	events []Event
+	done   chan appendResult
+}
+
+// appendResult tells a waiting Append that its events were committed
+// (err) or that it is to lead the next commit.
+type appendResult struct {
+	err  error
+	lead bool
+}
+
+// commit writes events, alone or together with the events of concurrent
+// Appends. The first caller leads: it commits every request pending, then
+// hands the lead to the oldest request that arrived meanwhile, so no
+// caller commits for others for long.
+func (j *Journal) commit(ctx context.Context, events []Event) error {
+	req := &appendReq{events: events, done: make(chan appendResult, 1)}
+	j.group.mu.Lock()
+	j.group.pending = append(j.group.pending, req)
+	if j.group.leading {
+		j.group.mu.Unlock()
+		res := <-req.done
+		if !res.lead {
+			return res.err
+		}
+		j.group.mu.Lock()
+	}
+	j.group.leading = true
+	batch := j.group.pending
+	j.group.pending = nil
+	j.group.mu.Unlock()
+
+	var all []Event
+	for _, r := range batch {
+		all = append(all, r.events...)
+	}
+	// The batch carries other callers' events: their cancellation is not
+	// this caller's, so the commit runs to its end.
+	err := j.insertAll(context.WithoutCancel(ctx), all)
+	for _, r := range batch {
+		if err == nil {
+			copy(r.events, all[:len(r.events)])
+		}
+		all = all[len(r.events):]
+		if r != req {
+			r.done <- appendResult{err: err}
+		}
+	}
+
+	j.group.mu.Lock()
+	if len(j.group.pending) > 0 {
+		next := j.group.pending[0]
+		next.done <- appendResult{lead: true}
+	} else {
+		j.group.leading = false
+	}
+	j.group.mu.Unlock()
+	return err
 }
 
 // insertAll assigns sequence numbers and inserts the events in one write

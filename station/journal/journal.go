@@ -50,6 +50,7 @@ type Journal struct {
 	read    *sql.DB // read-only pool
 	insert  *sql.Stmt
 	secrets redactor
+	group   group
 }
 
 // Open opens the journal at path for the station stationID, creating the
