@@ -413,6 +413,8 @@ func (wo *WorkOrder) Validate() error {
 	}
 	hasToken, hasPO := !wo.Authorization.Token.IsZero(), wo.Authorization.PurchaseOrder != ""
 	switch {
+	case wo.Authorization.Token.Reveal() == Redacted:
+		bad("authorization.token", "is %q, a placeholder written where a token was left out; give the real token apart from the file", Redacted)
 	case hasToken && hasPO:
 		bad("authorization", "names both a token and a purchase order; give exactly one")
 	case !hasToken && !hasPO:

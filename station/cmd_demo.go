@@ -8,8 +8,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/station-dev/station/fixtures"
@@ -90,84 +92,14 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 		if !keep {
 			defer os.RemoveAll(dir)
 		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
 	}
-
-	// The firmware: a valid ESP-IDF application image whose boot banner
-	// carries its version.
-	const version = "2.3.1"
-	img := sim.ESPAppImage(version, "thermostat", int(size), 1)
-	sum := sha256.Sum256(img)
-	if err := os.WriteFile(filepath.Join(dir, "thermostat-app.bin"), img, 0o644); err != nil {
-		return err
-	}
-
-	// The embedded DMS, seeded as an administrator would.
-	store, err := dms.OpenSQLite(ctx, filepath.Join(dir, "dms.db"))
-	if err != nil {
-		return fmt.Errorf("open embedded DMS: %w", err)
-	}
-	defer store.Close()
-	svc := &dms.Service{Store: store, Logger: logger}
-	woID := "WO-DEMO-0001"
-	wo, err := svc.WorkOrder(ctx, woID)
-	var token jobs.Secret
-	if err == nil {
-		// A kept folder run again: the token is in its file.
-		b, rerr := os.ReadFile(filepath.Join(dir, "token"))
-		if rerr != nil {
-			return fmt.Errorf("demo folder %s holds a work order but no token file: use a new folder", dir)
-		}
-		token = jobs.NewSecret(strings.TrimSpace(string(b)))
-		if err := svc.AuthorizeWorkOrder(ctx, &wo, token); err != nil {
-			return err
-		}
-	} else {
-		res, err := svc.Seed(ctx, dms.SeedSpec{
-			Customer: dms.Customer{ID: "ACME", Name: "Acme Heating"},
-			Product:  jobs.Product{Code: "THERMO", Name: "Smart thermostat", PartNumber: "TH-100-A", Stage: jobs.StageProduction},
-			Bundle: jobs.Bundle{Version: version, Tag: jobs.TagRelease, Artifacts: []jobs.Artifact{{
-				Name: "thermostat-app.bin", Target: "esp", Address: jobs.NewAddress(0x10000), Size: int64(len(img)),
-				SHA256: hex.EncodeToString(sum[:]), Format: "bin", URL: "thermostat-app.bin",
-			}}},
-			Files: map[string][]byte{"thermostat-app.bin": img},
-			WorkOrder: dms.WorkOrderSpec{ID: woID, Quantity: devices,
-				Lock:    jobs.LockPolicy{DMS: true, Device: lockList},
-				Label:   jobs.LabelSpec{Template: "default"},
-				Flasher: jobs.FlasherSettings{Baud: baud}},
-		})
-		if err != nil {
-			return fmt.Errorf("seed the embedded DMS: %w", err)
-		}
-		wo, token = res.WorkOrder, res.Token
-		if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token.Reveal()+"\n"), 0o600); err != nil {
-			return err
-		}
-	}
-	if err := writeWorkOrderFile(filepath.Join(dir, "work-order.json"), wo); err != nil {
-		return err
-	}
-
-	fleet, fx, err := startSimFleet(ctx, filepath.Join(dir, "dev"), devices, chip, faults, logger)
+	env, err := setupDemo(ctx, demoSpec{dir: dir, devices: devices, imageSize: int(size), baud: baud,
+		chip: chip, locks: lockList, faults: faults, parallel: parallel}, logger)
 	if err != nil {
 		return err
 	}
-	defer fleet.Close()
-	if err := writeFixture(filepath.Join(dir, "fixture.yaml"), fx); err != nil {
-		return err
-	}
-	j, err := journal.Open(ctx, filepath.Join(dir, "journal.db"), "demo-station", logger)
-	if err != nil {
-		return err
-	}
-	defer j.Close()
-	labels := filepath.Join(dir, "labels")
-	b := &batch{
-		wo: wo, woDir: dir, fixture: fx, journal: j, upstream: &dms.Local{Service: svc},
-		printer: &label.DirSink{Dir: labels}, station: "demo-station", operator: "demo",
-		cacheDir: filepath.Join(dir, "artifact-cache"), parallel: parallel, logger: logger,
-	}
+	defer env.close()
+	b, j, img, labels := env.batch, env.journal, env.image, env.labels
 	out := output{json: asJSON, stdout: m.Stdout, stderr: m.Stderr}
 	res, err := b.execute(ctx, out)
 	if err != nil {
@@ -197,9 +129,10 @@ func defaultLocks(chip string) []string {
 	return []string{"JTAG_DISABLE"}
 }
 
-// writeWorkOrderFile writes the work order for station run; its token is
-// written as [redacted] and kept in the folder's token file instead.
+// writeWorkOrderFile writes the work order for station run without its
+// token, which stays in the folder's token file (mode 0600).
 func writeWorkOrderFile(path string, wo jobs.WorkOrder) error {
+	wo.Authorization.Token = jobs.Secret{}
 	b, err := json.MarshalIndent(wo, "", "  ")
 	if err != nil {
 		return err
@@ -227,4 +160,150 @@ func countFiles(dir, suffix string) int {
 		}
 	}
 	return n
+}
+
+// demoSpec says what station demo sets up.
+type demoSpec struct {
+	dir       string
+	devices   int
+	imageSize int
+	baud      int
+	chip      string
+	locks     []string
+	faults    faultFlags
+	parallel  int
+}
+
+// demoEnv is a demo ready to run: an embedded DMS seeded with a work order,
+// simulated devices on pseudo-terminals and their fixture, a journal.
+type demoEnv struct {
+	dir     string
+	image   []byte
+	dms     *dms.Service
+	store   *dms.Store
+	fleet   *sim.Fleet
+	journal *journal.Journal
+	batch   *batch
+	labels  string
+}
+
+func (e *demoEnv) close() {
+	e.journal.Close()
+	e.fleet.Close()
+	e.store.Close()
+}
+
+// setupDemo builds the demo in spec.dir. Run again on a kept folder, it
+// reuses the DMS, the work order and its token, and the journal.
+func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demoEnv, err error) {
+	if err := os.MkdirAll(spec.dir, 0o755); err != nil {
+		return nil, err
+	}
+	env := &demoEnv{dir: spec.dir, labels: filepath.Join(spec.dir, "labels")}
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for _, c := range slices.Backward(closers) {
+				c()
+			}
+		}
+	}()
+
+	seed, err := seedDemo(ctx, spec, logger)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { seed.store.Close() })
+	env.image, env.store, env.dms = seed.image, seed.store, seed.svc
+
+	fleet, fx, err := startSimFleet(ctx, filepath.Join(spec.dir, "dev"), spec.devices, spec.chip, spec.faults, logger)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { fleet.Close() })
+	env.fleet = fleet
+	if err := writeFixture(filepath.Join(spec.dir, "fixture.yaml"), fx); err != nil {
+		return nil, err
+	}
+	j, err := journal.Open(ctx, filepath.Join(spec.dir, "journal.db"), "demo-station", logger)
+	if err != nil {
+		return nil, err
+	}
+	env.journal = j
+	env.batch = &batch{
+		wo: seed.wo, woDir: spec.dir, fixture: fx, journal: j, upstream: &dms.Local{Service: seed.svc},
+		printer: &label.DirSink{Dir: env.labels}, station: "demo-station", operator: "demo",
+		cacheDir: filepath.Join(spec.dir, "artifact-cache"), parallel: spec.parallel, logger: logger,
+	}
+	return env, nil
+}
+
+// demoSeed is the demo's embedded DMS and what it holds.
+type demoSeed struct {
+	image []byte
+	store *dms.Store
+	svc   *dms.Service
+	wo    jobs.WorkOrder
+}
+
+// seedDemo writes the demo's firmware image, opens the embedded DMS in
+// spec.dir and seeds it with the work order as an administrator would,
+// then writes the work order file (without its token) and the token file
+// for station run. A folder seeded before is reused.
+func seedDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ demoSeed, err error) {
+	// The firmware: a valid ESP-IDF application image whose boot banner
+	// carries its version.
+	const version = "2.3.1"
+	img := sim.ESPAppImage(version, "thermostat", spec.imageSize, 1)
+	sum := sha256.Sum256(img)
+	if err := os.WriteFile(filepath.Join(spec.dir, "thermostat-app.bin"), img, 0o644); err != nil {
+		return demoSeed{}, err
+	}
+	store, err := dms.OpenSQLite(ctx, filepath.Join(spec.dir, "dms.db"))
+	if err != nil {
+		return demoSeed{}, fmt.Errorf("open embedded DMS: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			store.Close()
+		}
+	}()
+	svc := &dms.Service{Store: store, Logger: logger}
+	const woID = "WO-DEMO-0001"
+	wo, err := svc.WorkOrder(ctx, woID)
+	if err == nil {
+		// A kept folder run again: the token is in its file.
+		b, rerr := os.ReadFile(filepath.Join(spec.dir, "token"))
+		if rerr != nil {
+			return demoSeed{}, fmt.Errorf("demo folder %s holds a work order but no token file: use a new folder", spec.dir)
+		}
+		if err := svc.AuthorizeWorkOrder(ctx, &wo, jobs.NewSecret(strings.TrimSpace(string(b)))); err != nil {
+			return demoSeed{}, err
+		}
+	} else {
+		res, err := svc.Seed(ctx, dms.SeedSpec{
+			Customer: dms.Customer{ID: "ACME", Name: "Acme Heating"},
+			Product:  jobs.Product{Code: "THERMO", Name: "Smart thermostat", PartNumber: "TH-100-A", Stage: jobs.StageProduction},
+			Bundle: jobs.Bundle{Version: version, Tag: jobs.TagRelease, Artifacts: []jobs.Artifact{{
+				Name: "thermostat-app.bin", Target: "esp", Address: jobs.NewAddress(0x10000), Size: int64(len(img)),
+				SHA256: hex.EncodeToString(sum[:]), Format: "bin", URL: "thermostat-app.bin",
+			}}},
+			Files: map[string][]byte{"thermostat-app.bin": img},
+			WorkOrder: dms.WorkOrderSpec{ID: woID, Quantity: spec.devices,
+				Lock:    jobs.LockPolicy{DMS: true, Device: spec.locks},
+				Label:   jobs.LabelSpec{Template: "default"},
+				Flasher: jobs.FlasherSettings{Baud: spec.baud}},
+		})
+		if err != nil {
+			return demoSeed{}, fmt.Errorf("seed the embedded DMS: %w", err)
+		}
+		wo = res.WorkOrder
+		if err := os.WriteFile(filepath.Join(spec.dir, "token"), []byte(res.Token.Reveal()+"\n"), 0o600); err != nil {
+			return demoSeed{}, err
+		}
+	}
+	if err := writeWorkOrderFile(filepath.Join(spec.dir, "work-order.json"), wo); err != nil {
+		return demoSeed{}, err
+	}
+	return demoSeed{image: img, store: store, svc: svc, wo: wo}, nil
 }

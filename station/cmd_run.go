@@ -138,7 +138,11 @@ func readWorkOrder(path, token string) (jobs.WorkOrder, error) {
 	}
 	var inv *jobs.InvalidError
 	if errors.As(err, &inv) {
-		return jobs.WorkOrder{}, fmt.Errorf("%s: %w", path, err)
+		hint := ""
+		if token == "" && wo.Authorization.PurchaseOrder == "" {
+			hint = " (a token kept apart from the file goes in --token-file or STATION_TOKEN)"
+		}
+		return jobs.WorkOrder{}, fmt.Errorf("%s: %w%s", path, err, hint)
 	}
 	return wo, err
 }

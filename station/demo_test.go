@@ -1,0 +1,167 @@
+package station
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/journal"
+)
+
+// runMain runs the station command line in process.
+func runMain(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+	err = m.Run(context.Background(), args)
+	return out.String(), errb.String(), err
+}
+
+// demoSummary is the part of station demo --json the tests read.
+type demoSummary struct {
+	Devices, Passed, Failed int
+	Events                  int64
+	Journal                 string
+	Labels                  int
+	WallSeconds             float64 `json:"wall_seconds"`
+	Results                 []struct {
+		Slot, Device, Serial, Outcome, Step, Message string
+	}
+}
+
+func TestDemo16Devices(t *testing.T) {
+	dir := t.TempDir()
+	stdout, stderr, err := runMain(t, "demo", "--devices", "16", "--image-size", "128KiB", "--json", "--dir", dir)
+	if err != nil {
+		t.Fatalf("station demo = %v\n%s", err, stderr)
+	}
+	var sum demoSummary
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("station demo --json printed %q: %v", stdout, err)
+	}
+	if sum.Devices != 16 || sum.Passed != 16 || sum.Failed != 0 || sum.Labels != 16 {
+		t.Fatalf("station demo = %d devices, %d passed, %d failed, %d labels; want 16, 16, 0, 16", sum.Devices, sum.Passed, sum.Failed, sum.Labels)
+	}
+	// The journal holds every step of every device, and nothing twice.
+	j, err := journal.Open(context.Background(), sum.Journal, "demo-station", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	states, err := j.Devices(context.Background(), "WO-DEMO-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(states) != 16 {
+		t.Fatalf("journal knows %d devices, want 16", len(states))
+	}
+	for _, st := range states {
+		if !slices.Equal(st.Passed, jobs.StepNames()) || st.ActivateCount != 1 || st.DoneCount != 1 {
+			t.Errorf("device %s: passed %v, activated %d, done %d; want every step once", st.Device, st.Passed, st.ActivateCount, st.DoneCount)
+		}
+	}
+	if n, err := j.Count(context.Background()); err != nil || n != sum.Events {
+		t.Errorf("journal holds %d events (%v), summary says %d", n, err, sum.Events)
+	}
+	if err := j.IntegrityCheck(context.Background()); err != nil {
+		t.Error(err)
+	}
+	assertNoToken(t, dir, stdout+stderr)
+}
+
+// assertNoToken checks that the demo's token appears in no file of the
+// journal and in no output.
+func assertNoToken(t *testing.T, dir, output string) {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(dir, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tok))
+	if strings.Contains(output, token) {
+		t.Errorf("the output shows the activation token")
+	}
+	for _, name := range []string{"journal.db", "journal.db-wal", "work-order.json", "fixture.yaml"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(token)) {
+			t.Errorf("%s holds the activation token", name)
+		}
+	}
+}
+
+func TestDemoFaultsAreIsolatedAndRetryPasses(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	faults := faultFlags{}
+	for _, f := range []string{"S02=unplug@40", "S03=write-error@50", "S04=corrupt-flash"} {
+		if err := faults.Set(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env, err := setupDemo(ctx, demoSpec{dir: dir, devices: 5, imageSize: 96 << 10, baud: 921600, chip: "esp32",
+		locks: []string{"JTAG_DISABLE"}, faults: faults}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.close()
+	var out bytes.Buffer
+	sum, err := env.batch.execute(ctx, output{stdout: &out, stderr: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		step jobs.Step
+		says string
+	}{
+		"S02": {jobs.StepFlash, "link to device lost"},
+		"S03": {jobs.StepFlash, "flash write failed"},
+		"S04": {jobs.StepVerify, "verification failed"},
+	}
+	for _, r := range sum.Results {
+		w, faulty := want[r.Slot]
+		switch {
+		case !faulty && r.Outcome != jobs.OutcomePassed:
+			t.Errorf("slot %s = %s (%s), want passed", r.Slot, r.Outcome, r.Message)
+		case faulty && (r.Outcome != jobs.OutcomeFailed || r.Step != w.step || !strings.Contains(r.Message, w.says)):
+			t.Errorf("slot %s = %s at %s: %q; want failed at %s saying %q", r.Slot, r.Outcome, r.Step, r.Message, w.step, w.says)
+		case faulty && (!strings.Contains(r.Message, "slot "+r.Slot) || !strings.Contains(r.Message, string(r.Device))):
+			t.Errorf("slot %s: message %q does not name the slot and the device", r.Slot, r.Message)
+		}
+	}
+
+	// Clear the faults, plug the unplugged device back in, and retry
+	// the failed slots: they pass, and nothing is claimed twice.
+	for _, d := range env.fleet.Devices() {
+		d.ESP().ClearFaults()
+	}
+	if err := env.fleet.Devices()[1].Replug(); err != nil {
+		t.Fatal(err)
+	}
+	env.batch.slots = []string{"S02", "S03", "S04"}
+	sum, err = env.batch.execute(ctx, output{stdout: &out, stderr: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Passed != 3 {
+		t.Fatalf("retry = %+v, want the 3 slots passed", sum.Results)
+	}
+	states, err := env.journal.Devices(ctx, "WO-DEMO-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range states {
+		if st.Result != journal.ResultDone || st.ActivateCount != 1 || st.DoneCount != 1 {
+			t.Errorf("device %s: %s, activated %d, done %d; want done once", st.Device, st.Result, st.ActivateCount, st.DoneCount)
+		}
+	}
+	assertNoToken(t, dir, out.String())
+}

@@ -1,0 +1,175 @@
+package station
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/station-dev/station/station/journal"
+)
+
+// runSetup is a seeded DMS, simulated devices and their fixture, ready
+// for "station run".
+func runSetup(t *testing.T, devices int) (dir string, args []string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dir = t.TempDir()
+	if _, err := setupDemoDMS(ctx, dir, devices, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	fleet, fx, err := startSimFleet(ctx, filepath.Join(dir, "dev"), devices, "esp32", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fleet.Close() })
+	if err := writeFixture(filepath.Join(dir, "fixture.yaml"), fx); err != nil {
+		t.Fatal(err)
+	}
+	return dir, []string{"run", "--fixture", filepath.Join(dir, "fixture.yaml"), "--dms", "sqlite:" + filepath.Join(dir, "dms.db"),
+		"--journal", filepath.Join(dir, "journal.db"), "--station", "line-1", "--labels", filepath.Join(dir, "labels"),
+		"--token-file", filepath.Join(dir, "token")}
+}
+
+func TestRunRefusesBadInput(t *testing.T) {
+	dir, base := runSetup(t, 2)
+	wo, err := os.ReadFile(filepath.Join(dir, "work-order.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, change func(m map[string]any)) string {
+		var m map[string]any
+		if err := json.Unmarshal(wo, &m); err != nil {
+			t.Fatal(err)
+		}
+		change(m)
+		b, _ := json.Marshal(m)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	artifact := func(m map[string]any) map[string]any {
+		return m["bundle"].(map[string]any)["artifacts"].([]any)[0].(map[string]any)
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{"malformed json", []string{"--work-order", writeRaw(t, dir, "bad.json", `{"id": "WO-1", "quantity": }`)}, ExitProblem,
+			[]string{"not valid JSON at line 1"}},
+		{"bad field", []string{"--work-order", write("neg.json", func(m map[string]any) { m["quantity"] = -2 })}, ExitProblem,
+			[]string{"quantity: must be at least 1"}},
+		{"wrong checksum", []string{"--work-order", write("sum.json", func(m map[string]any) {
+			artifact(m)["sha256"] = strings.Repeat("ab", 32)
+		})}, ExitProblem, []string{"thermostat-app.bin", "sha256", "nothing was flashed"}},
+		{"missing artifact", []string{"--work-order", write("gone.json", func(m map[string]any) {
+			artifact(m)["url"] = "no-such-file.bin"
+		})}, ExitProblem, []string{"no-such-file.bin", "no such file"}},
+		{"no work order", nil, ExitUsage, []string{"--work-order is required"}},
+		{"unknown flag", []string{"--wrok-order", "x"}, ExitUsage, []string{"wrok-order"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, err := runMain(t, append(append([]string{}, base...), tc.args...)...)
+			if got := Code(err); got != tc.wantCode {
+				t.Fatalf("station run = %v (exit %d), want exit %d\n%s", err, got, tc.wantCode, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error()+stderr, w) {
+					t.Errorf("station run error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	// Nothing was written to any device: the journal holds no step.
+	j, err := journal.Open(context.Background(), filepath.Join(dir, "journal.db"), "line-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	evs, err := j.Events(context.Background(), journal.Filter{Kind: journal.KindStep})
+	if err != nil || len(evs) != 0 {
+		t.Errorf("journal holds %d step events (%v) after refused work orders, want 0", len(evs), err)
+	}
+}
+
+func TestRunWithoutTokenSaysWhereToPutIt(t *testing.T) {
+	dir, base := runSetup(t, 1)
+	args := append(base[:len(base)-2:len(base)-2], "--work-order", filepath.Join(dir, "work-order.json"))
+	_, _, err := runMain(t, args...)
+	if Code(err) != ExitProblem || !strings.Contains(err.Error(), "--token-file or STATION_TOKEN") {
+		t.Fatalf("station run without a token = %v, want it to say where the token goes", err)
+	}
+}
+
+func TestRunPassesAndReportsJSON(t *testing.T) {
+	dir, base := runSetup(t, 2)
+	stdout, stderr, err := runMain(t, append(base, "--work-order", filepath.Join(dir, "work-order.json"), "--json")...)
+	if err != nil {
+		t.Fatalf("station run = %v\n%s", err, stderr)
+	}
+	var sum struct {
+		Devices, Passed int
+		Journal         string
+		Results         []struct{ Outcome, Serial string }
+	}
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("station run --json printed %q: %v", stdout, err)
+	}
+	if sum.Devices != 2 || sum.Passed != 2 || sum.Journal == "" {
+		t.Fatalf("summary = %+v, want 2 devices passed and the journal named", sum)
+	}
+	// Run again: both devices are recognised as done and the command
+	// still succeeds.
+	stdout, _, err = runMain(t, append(base, "--work-order", filepath.Join(dir, "work-order.json"), "--json")...)
+	if err != nil || !strings.Contains(stdout, `"already_done": 2`) {
+		t.Fatalf("second station run = %v: %s", err, stdout)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{nil, ExitOK},
+		{&ExitError{Code: ExitFailed, Err: errors.New("2 of 8 devices failed")}, ExitFailed},
+		{usageErr("bad flag"), ExitUsage},
+		{errors.New("open journal: disk full"), ExitProblem},
+	}
+	for _, tc := range tests {
+		if got := Code(tc.err); got != tc.want {
+			t.Errorf("Code(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestHelpForEveryCommand(t *testing.T) {
+	for _, cmd := range []string{"run", "demo", "sim"} {
+		_, stderr, err := runMain(t, cmd, "--help")
+		if Code(err) != ExitOK || !strings.Contains(stderr, "Examples:") || !strings.Contains(stderr, "Flags:") {
+			t.Errorf("station %s --help = %v, %q; want examples and flags", cmd, err, stderr)
+		}
+	}
+	stdout, _, err := runMain(t, "help")
+	if err != nil || !strings.Contains(stdout, "demo") {
+		t.Errorf("station help = %v, %q", err, stdout)
+	}
+}
+
+func writeRaw(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
