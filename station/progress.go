@@ -113,7 +113,12 @@ func (p *progress) table(all []jobs.SlotState) {
 	if p.drawn > 0 {
 		fmt.Fprintf(&b, "\x1b[%dA", p.drawn)
 	}
-	lines := []string{p.title}
+	counts := map[jobs.SlotStatus]int{}
+	for _, s := range all {
+		counts[s.Status]++
+	}
+	lines := []string{p.title, fmt.Sprintf("  %d running · %d passed · %d failed · %d skipped · %d waiting",
+		counts[jobs.SlotRunning], counts[jobs.SlotPassed], counts[jobs.SlotFailed], counts[jobs.SlotSkipped], counts[jobs.SlotIdle])}
 	for _, s := range all {
 		lines = append(lines, rowFor(s))
 	}
@@ -128,7 +133,11 @@ func (p *progress) table(all []jobs.SlotState) {
 func rowFor(s jobs.SlotState) string {
 	elapsed := ""
 	if !s.Started.IsZero() {
-		elapsed = s.Updated.Sub(s.Started).Truncate(100 * time.Millisecond).String()
+		end := s.Updated
+		if s.Status == jobs.SlotRunning {
+			end = time.Now()
+		}
+		elapsed = end.Sub(s.Started).Truncate(100 * time.Millisecond).String()
 	}
 	dev := string(s.Device)
 	if dev == "" {
