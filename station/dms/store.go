@@ -6,14 +6,12 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/station-dev/station/station/migrate"
 
 	// The SQLite driver: importing it registers "sqlite3".
 	_ "github.com/mattn/go-sqlite3"
@@ -136,77 +134,8 @@ func (s *Store) Close() error {
 // migrate applies the embedded migrations the database has not seen, each
 // in its own write transaction with its row in schema_migrations.
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY,
-		name    TEXT NOT NULL,
-		applied TEXT NOT NULL
-	)`); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
-	names, err := fs.Glob(migrations, s.d.migrations+"/*.sql")
-	if err != nil {
-		return fmt.Errorf("list migrations: %w", err)
-	}
-	slices.Sort(names)
-	latest := 0
-	for _, name := range names {
-		v, err := migrationVersion(name)
-		if err != nil {
-			return err
-		}
-		if v != latest+1 {
-			return fmt.Errorf("migration %s: version %d follows %d", name, v, latest)
-		}
-		latest = v
-		if err := s.migrateTo(ctx, v, name); err != nil {
-			return err
-		}
-	}
-	var have int
-	if err := s.write.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&have); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if have > latest {
-		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer station", have, latest)
-	}
-	return nil
-}
-
-func migrationVersion(name string) (int, error) {
-	base := path.Base(name)
-	num, _, ok := strings.Cut(base, "_")
-	v, err := strconv.Atoi(num)
-	if !ok || err != nil || v <= 0 {
-		return 0, fmt.Errorf("migration %s: name must start with its version, as 0001_", base)
-	}
-	return v, nil
-}
-
-// migrateTo applies one migration if it is missing. The check runs inside
-// the write transaction, so two processes opening a new file do not both
-// apply it.
-func (s *Store) migrateTo(ctx context.Context, v int, name string) error {
-	script, err := migrations.ReadFile(name)
-	if err != nil {
-		return fmt.Errorf("read migration %s: %w", name, err)
-	}
-	return s.update(ctx, func(t *tx) error {
-		var n int
-		if err := t.queryRow(ctx, "SELECT count(*) FROM schema_migrations WHERE version = $1", v).Scan(&n); err != nil {
-			return fmt.Errorf("read schema version: %w", err)
-		}
-		if n > 0 {
-			return nil
-		}
-		if _, err := t.ExecContext(ctx, string(script)); err != nil {
-			return fmt.Errorf("apply migration %s: %w", name, err)
-		}
-		if _, err := t.exec(ctx, "INSERT INTO schema_migrations (version, name, applied) VALUES ($1, $2, $3)",
-			v, path.Base(name), formatTime(time.Now())); err != nil {
-			return fmt.Errorf("record migration %s: %w", name, err)
-		}
-		return nil
-	})
+	return migrate.Run(ctx, s.write, migrations, s.d.migrations,
+		migrate.Table{Rebind: s.d.rebind, Now: func() string { return formatTime(time.Now()) }}, nil)
 }
 
 // tx is one transaction with the store's dialect.

@@ -6,13 +6,12 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/station-dev/station/station/migrate"
 
 	// The SQLite driver: importing it registers "sqlite3".
 	_ "github.com/mattn/go-sqlite3"
@@ -142,84 +141,7 @@ func dsn(path, params string) string {
 // migrate applies the embedded migrations the database has not seen, each
 // in its own transaction with the new PRAGMA user_version.
 func (j *Journal) migrate(ctx context.Context) error {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return fmt.Errorf("list migrations: %w", err)
-	}
-	slices.Sort(names)
-	latest := 0
-	for _, name := range names {
-		v, err := migrationVersion(name)
-		if err != nil {
-			return err
-		}
-		if v != latest+1 {
-			return fmt.Errorf("migration %s: version %d follows %d", name, v, latest)
-		}
-		latest = v
-		if err := j.migrateTo(ctx, v, name); err != nil {
-			return err
-		}
-	}
-	var have int
-	if err := j.write.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if have > latest {
-		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer station", have, latest)
-	}
-	return nil
-}
-
-func migrationVersion(name string) (int, error) {
-	base := filepath.Base(name)
-	num, _, ok := strings.Cut(base, "_")
-	v, err := strconv.Atoi(num)
-	if !ok || err != nil || v <= 0 {
-		return 0, fmt.Errorf("migration %s: name must start with its version, as 0001_", base)
-	}
-	return v, nil
-}
-
-// migrateTo applies one migration if the schema is older than v. The
-// version is read inside the write transaction, so two processes opening
-// the same new file do not both apply it.
-func (j *Journal) migrateTo(ctx context.Context, v int, name string) (err error) {
-	script, err := migrations.ReadFile(name)
-	if err != nil {
-		return fmt.Errorf("read migration %s: %w", name, err)
-	}
-	tx, err := j.write.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin migration %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, ignoreDone(tx.Rollback()))
-		}
-	}()
-	var have int
-	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if have >= v {
-		return tx.Commit()
-	}
-	if have != v-1 {
-		return fmt.Errorf("migration %s: schema is at version %d, want %d", name, have, v-1)
-	}
-	if _, err := tx.ExecContext(ctx, string(script)); err != nil {
-		return fmt.Errorf("apply migration %s: %w", name, err)
-	}
-	// PRAGMA takes no bound parameters; v is an int we parsed.
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
-		return fmt.Errorf("set schema version %d: %w", v, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit migration %s: %w", name, err)
-	}
-	j.logger.Info("journal schema migrated", "path", j.path, "version", v)
-	return nil
+	return migrate.Run(ctx, j.write, migrations, "migrations", migrate.UserVersion{}, j.logger)
 }
 
 // claim records the station id in a new journal, or checks that an
