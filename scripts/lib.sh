@@ -1,7 +1,7 @@
 # Shared set-up for the station's scripts: source it, then call
-# ensure_packages and ensure_go. Everything here is idempotent: a machine
-# that has what it needs is left alone, and apt-get runs only when a package
-# is missing.
+# ensure_packages and ensure_go (and ensure_node_modules for the tests).
+# Everything here is idempotent: a machine that has what it needs is left
+# alone, and apt-get runs only when a package is missing.
 
 set -euo pipefail
 
@@ -58,6 +58,29 @@ ensure_go() {
 	chmod +x "$dest"/bin/* "$dest"/pkg/tool/*/* 2>/dev/null || true
 	PATH="$dest/bin:$PATH"
 	export PATH
+}
+
+# ESPTOOLJS_DIR holds the simulator's interoperability test with
+# Espressif's esptool-js (fixtures/sim/esptooljs_test.go).
+ESPTOOLJS_DIR="$ROOT/fixtures/sim/testdata/esptooljs"
+
+# ensure_node_modules: Node.js 18 or later and npm (Debian's packages when
+# either command is missing), then the esptool-js that package-lock.json
+# pins, installed with npm ci when node_modules is missing or older than
+# the lock file (npm ci writes node_modules/.package-lock.json last).
+ensure_node_modules() {
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		ensure_packages nodejs npm
+	fi
+	if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; then
+		echo "Node.js $(node --version) is too old for esptool-js: need 18 or later" >&2
+		return 1
+	fi
+	local stamp="$ESPTOOLJS_DIR/node_modules/.package-lock.json"
+	if [ ! -e "$stamp" ] || [ "$ESPTOOLJS_DIR/package-lock.json" -nt "$stamp" ]; then
+		say "installing esptool-js (npm ci in ${ESPTOOLJS_DIR#"$ROOT"/})"
+		(cd "$ESPTOOLJS_DIR" && npm ci --no-audit --no-fund)
+	fi
 }
 
 # Packages every build needs: cgo for SQLite.
