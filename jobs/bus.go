@@ -34,7 +34,10 @@ type SlotState struct {
 	Total int64 `json:"total,omitempty"`
 	// Message says why the slot failed or was skipped, in an operator's
 	// words.
-	Message string    `json:"message,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Waiting says what the slot waits for, while it waits: the DMS
+	// being unreachable, for one.
+	Waiting string    `json:"waiting,omitempty"`
 	Started time.Time `json:"started,omitzero"`
 	Updated time.Time `json:"updated"`
 }

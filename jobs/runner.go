@@ -386,7 +386,7 @@ func pipeline() []struct {
 
 // runDevice runs the pipeline once on the device in a slot.
 func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
-	d := &deviceRun{r: r, spec: spec, log: r.Logger.With("slot", spec.Name, "work_order", r.WorkOrder.ID),
+	d := &deviceRun{r: r, ctx: ctx, spec: spec, log: r.Logger.With("slot", spec.Name, "work_order", r.WorkOrder.ID),
 		skip: map[Step]string{}, res: Result{Slot: spec.Name, Steps: map[Step]time.Duration{}}}
 	start := time.Now()
 	r.Bus.Update(spec.Name, func(s *SlotState) {
@@ -452,6 +452,7 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 // deviceRun is one pass of the pipeline over one device.
 type deviceRun struct {
 	r    *Runner
+	ctx  context.Context // the device's, which a step's timeout does not bound
 	spec SlotSpec
 	log  *slog.Logger
 

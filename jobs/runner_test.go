@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -435,5 +437,88 @@ func TestDoneOnAnotherStationIsRecognised(t *testing.T) {
 		if n := r.dms.claims(res.Device); n != 1 {
 			t.Errorf("%s claimed %d times, want 1", res.Device, n)
 		}
+	}
+}
+
+// flakyUpstream is the real DMS behind a switch that makes it unreachable.
+type flakyUpstream struct {
+	jobs.Upstream
+	down    atomic.Bool
+	refused atomic.Int32
+}
+
+func (f *flakyUpstream) Activate(ctx context.Context, req jobs.ActivateRequest) (jobs.Activation, error) {
+	if f.down.Load() {
+		f.refused.Add(1)
+		return jobs.Activation{}, fmt.Errorf("%w: connection refused", jobs.ErrUnavailable)
+	}
+	return f.Upstream.Activate(ctx, req)
+}
+
+func TestDMSOutageWaitsAndLosesNothing(t *testing.T) {
+	r := newRig(t, 2, 10, nil)
+	up := &flakyUpstream{Upstream: r.runner.Upstream}
+	up.down.Store(true)
+	r.runner.Upstream = up
+	r.runner.Bus = &jobs.Bus{}
+	sub := r.runner.Bus.Subscribe()
+	defer sub.Close()
+	waited := make(chan string, 1)
+	go func() {
+		for range sub.C() {
+			for _, s := range sub.Changes() {
+				if s.Waiting != "" {
+					select {
+					case waited <- s.Waiting:
+					default:
+					}
+					up.down.Store(false) // the DMS comes back
+				}
+			}
+		}
+	}()
+	sum, err := r.runner.Run(context.Background())
+	if err != nil || sum.Passed != 2 {
+		t.Fatalf("Run() during an outage = %+v, %v; want both devices passed once the DMS is back", sum, err)
+	}
+	msg := <-waited
+	if !strings.Contains(msg, "waiting for the DMS") || !strings.Contains(msg, "activation needs it") {
+		t.Errorf("slot said %q while waiting, want it to say it waits for the DMS and why", msg)
+	}
+	if up.refused.Load() == 0 {
+		t.Fatal("the outage was never seen")
+	}
+	for _, res := range sum.Results {
+		if st := r.state(res.Device); st.ActivateCount != 1 || st.Attempts["activate"] != 1 {
+			t.Errorf("%s: activated %d times in %d attempts; want one of each (waiting is no retry)", res.Device, st.ActivateCount, st.Attempts["activate"])
+		}
+	}
+}
+
+func TestStopWhileWaitingForDMS(t *testing.T) {
+	r := newRig(t, 1, 10, nil)
+	up := &flakyUpstream{Upstream: r.runner.Upstream}
+	up.down.Store(true)
+	r.runner.Upstream = up
+	ctx, cancel := context.WithCancel(context.Background())
+	r.runner.Bus = &jobs.Bus{}
+	sub := r.runner.Bus.Subscribe()
+	defer sub.Close()
+	go func() {
+		for range sub.C() {
+			for _, s := range sub.Changes() {
+				if s.Waiting != "" {
+					cancel()
+				}
+			}
+		}
+	}()
+	res := r.runner.RunSlot(ctx, "S1")
+	if res.Outcome != jobs.OutcomeFailed || res.Step != jobs.StepActivate || !errors.Is(res.Err, jobs.ErrStopped) {
+		t.Fatalf("RunSlot(stopped while waiting) = %s at %s: %v", res.Outcome, res.Step, res.Err)
+	}
+	// Flashed and verified: the retry resumes at activation.
+	if st := r.state(res.Device); !slices.Contains(st.Passed, "verify") || st.LastStep != "activate" {
+		t.Errorf("journal: passed %v, last %s; want verify passed and activate last", st.Passed, st.LastStep)
 	}
 }

@@ -112,7 +112,12 @@ func (d *deviceRun) planResume() {
 // can be done on it before anything is written.
 func (d *deviceRun) preflight(ctx context.Context) (map[string]any, error) {
 	r, wo := d.r, &d.r.WorkOrder
-	v, err := r.Upstream.Preflight(ctx, PreflightRequest{WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw})
+	var v Verdict
+	err := d.callDMS("the preflight check", func(ctx context.Context) error {
+		var err error
+		v, err = r.Upstream.Preflight(ctx, PreflightRequest{WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ask the DMS about the device: %w", err)
 	}
@@ -194,9 +199,14 @@ func (d *deviceRun) verify(ctx context.Context) (map[string]any, error) {
 // activate claims the device for the product.
 func (d *deviceRun) activate(ctx context.Context) (map[string]any, error) {
 	wo := &d.r.WorkOrder
-	a, err := d.r.Upstream.Activate(ctx, ActivateRequest{
-		WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw, FirmwareVersion: wo.Bundle.Version,
-		Token: wo.Authorization.Token, PurchaseOrder: wo.Authorization.PurchaseOrder, Station: d.r.Station,
+	var a Activation
+	err := d.callDMS("activation", func(ctx context.Context) error {
+		var err error
+		a, err = d.r.Upstream.Activate(ctx, ActivateRequest{
+			WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw, FirmwareVersion: wo.Bundle.Version,
+			Token: wo.Authorization.Token, PurchaseOrder: wo.Authorization.PurchaseOrder, Station: d.r.Station,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("activate with the DMS: %w", err)
@@ -216,7 +226,9 @@ func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 		}
 	}
 	if wo.LocksDMS() {
-		if err := d.r.Upstream.Lock(ctx, LockRequest{WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw}); err != nil {
+		if err := d.callDMS("the lock record", func(ctx context.Context) error {
+			return d.r.Upstream.Lock(ctx, LockRequest{WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw})
+		}); err != nil {
 			return data, fmt.Errorf("record the lock with the DMS: %w", err)
 		}
 	}
@@ -263,7 +275,9 @@ func (d *deviceRun) finish(ctx context.Context) (map[string]any, error) {
 	if banner != "" && !strings.Contains(banner, want) {
 		return data, fmt.Errorf("%w: the device booted firmware %q, not %s", flasher.ErrVerify, banner, want)
 	}
-	if err := d.r.Upstream.Complete(ctx, CompleteRequest{WorkOrder: d.r.WorkOrder.ID, HardwareID: d.hw, Serial: d.serial}); err != nil {
+	if err := d.callDMS("the completion record", func(ctx context.Context) error {
+		return d.r.Upstream.Complete(ctx, CompleteRequest{WorkOrder: d.r.WorkOrder.ID, HardwareID: d.hw, Serial: d.serial})
+	}); err != nil {
 		return data, fmt.Errorf("record the device as done with the DMS: %w", err)
 	}
 	return data, nil

@@ -70,7 +70,7 @@ func (p *progress) render(all, changes []jobs.SlotState) {
 	}
 	for _, s := range changes {
 		prev := p.last[s.Slot]
-		if prev.Status == s.Status && prev.Step == s.Step && prev.Device == s.Device {
+		if prev.Status == s.Status && prev.Step == s.Step && prev.Device == s.Device && prev.Waiting == s.Waiting {
 			continue
 		}
 		p.last[s.Slot] = s
@@ -93,6 +93,9 @@ func lineFor(s jobs.SlotState) string {
 		fmt.Fprintf(&b, " %s", s.Step)
 		if s.Attempt > 1 {
 			fmt.Fprintf(&b, " (attempt %d)", s.Attempt)
+		}
+		if s.Waiting != "" {
+			fmt.Fprintf(&b, ": %s", s.Waiting)
 		}
 	case jobs.SlotPassed:
 		fmt.Fprintf(&b, " PASSED serial %s", s.Serial)
@@ -150,6 +153,9 @@ func rowFor(s jobs.SlotState) string {
 			n := int(20 * s.Done / s.Total)
 			bar = strings.Repeat("█", n) + strings.Repeat("·", 20-n)
 			pct = fmt.Sprintf("%3d%%", 100*s.Done/s.Total)
+		}
+		if s.Waiting != "" {
+			return fmt.Sprintf("  %-8s %-17s %-9s \x1b[33m%s\x1b[0m %8s", s.Slot, dev, s.Step, truncate(s.Waiting, 70), elapsed)
 		}
 		return fmt.Sprintf("  %-8s %-17s %-9s %s %4s %8s", s.Slot, dev, s.Step, bar, pct, elapsed)
 	case jobs.SlotPassed:
