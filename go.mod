@@ -12,4 +12,11 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
-require github.com/creack/goselect v0.1.2 // indirect
+require (
+	github.com/creack/goselect v0.1.2 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/pgx/v5 v5.12.0
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
+	golang.org/x/text v0.41.0 // indirect
+)

@@ -87,7 +87,7 @@ ensure_node_modules() {
 BUILD_PACKAGES=(gcc libc6-dev pkg-config git ca-certificates)
 
 # Packages the tests need beyond the build.
-TEST_PACKAGES=(procps)
+TEST_PACKAGES=(procps postgresql)
 
 # build_station: the station binary into BIN_DIR.
 build_station() {

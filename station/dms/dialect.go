@@ -1,6 +1,7 @@
 package dms
 
 import (
+	"database/sql"
 	"errors"
 	"strings"
 
@@ -27,6 +28,13 @@ type dialect struct {
 	forUpdate string
 	// isUnique reports whether err is a unique-constraint violation.
 	isUnique func(err error) bool
+	// retryable reports whether a write transaction that failed with err
+	// should be run again from the start; nil: never (SQLite's writers
+	// take turns, so nothing aborts one for another).
+	retryable func(err error) bool
+	// viewIsolation is the isolation of read-only transactions: one
+	// snapshot for the whole transaction. SQLite gives that by default.
+	viewIsolation sql.IsolationLevel
 }
 
 // sqliteDialect is SQLite through mattn/go-sqlite3.

@@ -54,6 +54,7 @@ func (s *Service) IngestEvents(ctx context.Context, station string, events []jou
 	var res IngestResult
 	now := formatTime(s.now())
 	err := s.Store.update(ctx, func(t *tx) error {
+		res = IngestResult{} // counted afresh if the transaction runs again
 		for _, e := range events {
 			var data sql.NullString
 			if len(e.Data) > 0 {

@@ -5,13 +5,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/dms/pgtest"
 )
 
 // fakeClock is a clock the test moves by hand.
@@ -35,17 +39,95 @@ func (c *fakeClock) Advance(d time.Duration) {
 // testKey keys token hashes in tests.
 var testKey = []byte("test token key")
 
-// newTestService opens a real SQLite database in a temporary folder.
-func newTestService(t *testing.T) (*Service, *fakeClock) {
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// backend is a database the store runs on. Every test that uses the
+// store runs once per backend, as subtests .../sqlite and .../postgres.
+type backend struct {
+	name string
+	// dsn returns the address, for Open, of a new empty database that
+	// lives as long as t.
+	dsn func(t testing.TB) string
+}
+
+// backends are SQLite in a temporary folder and a fresh database on the
+// test binary's throwaway PostgreSQL cluster (see pgtest).
+var backends = []backend{
+	{"sqlite", func(t testing.TB) string { return "sqlite:" + filepath.Join(t.TempDir(), "dms.db") }},
+	{"postgres", func(t testing.TB) string { return pgtest.NewDatabase(t) }},
+}
+
+// forEachBackend runs fn as one subtest per backend.
+func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "dms.db")
-	st, err := OpenSQLite(context.Background(), path)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { fn(t, b) })
+	}
+}
+
+// openStore opens the database dsn, closed when t ends.
+func openStore(t testing.TB, dsn string) *Store {
+	t.Helper()
+	st, err := Open(context.Background(), dsn)
 	if err != nil {
-		t.Fatalf("OpenSQLite(%s) = %v", path, err)
+		t.Fatalf("Open(%s) = %v", dsn, err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// newTestService opens a new database on backend b.
+func newTestService(t *testing.T, b backend) (*Service, *fakeClock) {
+	t.Helper()
+	st := openStore(t, b.dsn(t))
 	clock := &fakeClock{t: time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)}
 	return &Service{Store: st, Clock: clock.Now, TokenKey: testKey}, clock
+}
+
+// storedBytes returns everything the store has written, by where it is:
+// for SQLite the raw bytes of the database file, its WAL and shared
+// memory; for PostgreSQL the text of every row of every table, read over
+// a new connection (the store may be closed).
+func storedBytes(t *testing.T, st *Store) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	if st.d.name == sqliteDialect.name {
+		for _, f := range []string{st.Path(), st.Path() + "-wal", st.Path() + "-shm"} {
+			raw, err := os.ReadFile(f)
+			if os.IsNotExist(err) {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("read %s: %v", f, err)
+			}
+			out[f] = raw
+		}
+		return out
+	}
+	ctx := context.Background()
+	// The test databases have no password: Path is their whole URL.
+	conn, err := pgx.Connect(ctx, st.Path())
+	if err != nil {
+		t.Fatalf("connect to %s: %v", st.Path(), err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tbl := range tables {
+		var text string
+		q := "SELECT coalesce(string_agg(CAST(x AS TEXT), E'\\n'), '') FROM " + pgx.Identifier{tbl}.Sanitize() + " x"
+		if err := conn.QueryRow(ctx, q).Scan(&text); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		out["table "+tbl] = []byte(text)
+	}
+	return out
 }
 
 // image returns n bytes of firmware that differ by version.
@@ -76,7 +158,7 @@ func testBundle(version string) (jobs.Bundle, map[string][]byte) {
 }
 
 // addProduct creates a product with bundles 1.0 and 2.0.
-func addProduct(t *testing.T, s *Service, code string, stage jobs.Stage) {
+func addProduct(t testing.TB, s *Service, code string, stage jobs.Stage) {
 	t.Helper()
 	ctx := context.Background()
 	p := jobs.Product{Code: code, Name: "Product " + code, PartNumber: "PN-" + code, Stage: stage}
@@ -92,7 +174,7 @@ func addProduct(t *testing.T, s *Service, code string, stage jobs.Stage) {
 }
 
 // addToken issues a token for product and returns its id and secret.
-func addToken(t *testing.T, s *Service, product string, claims int, expiry time.Time) (string, jobs.Secret) {
+func addToken(t testing.TB, s *Service, product string, claims int, expiry time.Time) (string, jobs.Secret) {
 	t.Helper()
 	id, secret, err := s.CreateToken(context.Background(), product, claims, expiry)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,9 +41,11 @@ const sqliteRead = "mode=ro&_busy_timeout=5000&_foreign_keys=1&_query_only=1"
 // readConns bounds the read pool.
 const readConns = 4
 
-// Store is the DMS's database: one writer connection, on which every
-// write runs as one transaction after another, and a read pool. The rules
-// live in Service; Store only keeps the rows.
+// Store is the DMS's database. On SQLite: one writer connection, on which
+// every write runs as one transaction after another, and a read pool. On
+// PostgreSQL: one pool for both, with row locks (see postgres.go). The
+// rules live in Service; Store only keeps the rows. Open one with Open,
+// OpenSQLite or OpenPostgres.
 type Store struct {
 	d     *dialect
 	write *sql.DB
@@ -113,7 +116,8 @@ func sqliteDSN(path, params string) string {
 	return "file:" + p + "?" + params
 }
 
-// Path returns the database file's path.
+// Path returns the database file's path, or for PostgreSQL its URL
+// without the password.
 func (s *Store) Path() string { return s.path }
 
 // Close closes the database. A closed store cannot be used again.
@@ -122,7 +126,7 @@ func (s *Store) Close() error {
 	if s.read != nil {
 		errs = append(errs, s.read.Close())
 	}
-	if s.write != nil {
+	if s.write != nil && s.write != s.read {
 		errs = append(errs, s.write.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -167,18 +171,35 @@ func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 }
 
 // update runs fn in a write transaction (BEGIN IMMEDIATE on SQLite) and
-// commits it if fn returns nil.
+// commits it if fn returns nil. On PostgreSQL a transaction aborted by a
+// concurrent one (serialization failure, deadlock, or a unique violation
+// from two transactions inserting the same new row: see postgres.go) is
+// run again from the start, a few times at most, so fn must set what it
+// returns on each run rather than add to it.
 func (s *Store) update(ctx context.Context, fn func(*tx) error) error {
-	return s.run(ctx, s.write, nil, fn)
+	for attempt := 1; ; attempt++ {
+		err := s.run(ctx, s.write, true, nil, fn)
+		if err == nil || s.d.retryable == nil || !s.d.retryable(err) || attempt == updateAttempts {
+			return err
+		}
+		// A short, growing, random pause lets the other transaction
+		// finish first.
+		pause := time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, context.Cause(ctx))
+		case <-time.After(pause):
+		}
+	}
 }
 
 // view runs fn in a read-only transaction on the read pool: one
 // consistent snapshot.
 func (s *Store) view(ctx context.Context, fn func(*tx) error) error {
-	return s.run(ctx, s.read, &sql.TxOptions{ReadOnly: true}, fn)
+	return s.run(ctx, s.read, false, &sql.TxOptions{ReadOnly: true, Isolation: s.d.viewIsolation}, fn)
 }
 
-func (s *Store) run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*tx) error) (err error) {
+func (s *Store) run(ctx context.Context, db *sql.DB, write bool, opts *sql.TxOptions, fn func(*tx) error) (err error) {
 	sqlTx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -190,7 +211,7 @@ func (s *Store) run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn fun
 			}
 		}
 	}()
-	if err := fn(&tx{Tx: sqlTx, d: s.d, write: db == s.write}); err != nil {
+	if err := fn(&tx{Tx: sqlTx, d: s.d, write: write}); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {

@@ -11,181 +11,185 @@ import (
 )
 
 func TestWorkOrders(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newTestService(t)
-	addProduct(t, s, "P", jobs.StageProduction)
-	addProduct(t, s, "Q", jobs.StageProduction)
-	tokP, secretP := addToken(t, s, "P", 10, time.Time{})
-	tokQ, secretQ := addToken(t, s, "Q", 10, time.Time{})
-	revoked, _ := addToken(t, s, "P", 10, time.Time{})
-	if err := s.RevokeToken(ctx, revoked); err != nil {
-		t.Fatalf("RevokeToken = %v", err)
-	}
-	if err := s.CreatePurchaseOrder(ctx, PurchaseOrder{ID: "PO-1", Product: "P", Quantity: 100, MinimumOrderQuantity: 50}); err != nil {
-		t.Fatalf("CreatePurchaseOrder = %v", err)
-	}
-	spec := func(id string, change func(*WorkOrderSpec)) WorkOrderSpec {
-		w := WorkOrderSpec{
-			ID: id, Product: "P", Bundle: "2.0", Quantity: 50, TokenID: tokP,
-			Lock:    jobs.LockPolicy{DMS: true, Device: []string{"JTAG_DISABLE"}},
-			Label:   jobs.LabelSpec{Template: "small", Copies: 2},
-			Flasher: jobs.FlasherSettings{Baud: 921600, Retries: 1, Timeouts: map[string]jobs.Duration{"flash": jobs.NewDuration(10 * time.Minute)}},
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s, _ := newTestService(t, b)
+		addProduct(t, s, "P", jobs.StageProduction)
+		addProduct(t, s, "Q", jobs.StageProduction)
+		tokP, secretP := addToken(t, s, "P", 10, time.Time{})
+		tokQ, secretQ := addToken(t, s, "Q", 10, time.Time{})
+		revoked, _ := addToken(t, s, "P", 10, time.Time{})
+		if err := s.RevokeToken(ctx, revoked); err != nil {
+			t.Fatalf("RevokeToken = %v", err)
 		}
-		if change != nil {
-			change(&w)
+		if err := s.CreatePurchaseOrder(ctx, PurchaseOrder{ID: "PO-1", Product: "P", Quantity: 100, MinimumOrderQuantity: 50}); err != nil {
+			t.Fatalf("CreatePurchaseOrder = %v", err)
 		}
-		return w
-	}
-	tests := []struct {
-		name string
-		w    WorkOrderSpec
-		want error
-	}{
-		{"by token", spec("WO-1", nil), nil},
-		{"by purchase order", spec("WO-2", func(w *WorkOrderSpec) { w.TokenID, w.PurchaseOrder = "", "PO-1" }), nil},
-		{"id taken", spec("WO-1", nil), ErrExists},
-		{"both token and purchase order", spec("WO-3", func(w *WorkOrderSpec) { w.PurchaseOrder = "PO-1" }), ErrInvalid},
-		{"no authorization", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = "" }), ErrInvalid},
-		{"token of another product", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = tokQ }), jobs.ErrTokenInvalid},
-		{"revoked token", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = revoked }), jobs.ErrTokenRevoked},
-		{"unknown token", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = "T-99" }), jobs.ErrNotFound},
-		{"unknown purchase order", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID, w.PurchaseOrder = "", "PO-9" }), ErrPurchaseOrderInvalid},
-		{"unknown bundle", spec("WO-3", func(w *WorkOrderSpec) { w.Bundle = "9.9" }), jobs.ErrNotFound},
-		{"unknown product", spec("WO-3", func(w *WorkOrderSpec) { w.Product = "NOPE" }), jobs.ErrNotFound},
-		{"bad quantity", spec("WO-3", func(w *WorkOrderSpec) { w.Quantity = 0 }), ErrInvalid},
-		{"bad id", spec("WO 3", nil), ErrInvalid},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			wo, err := s.CreateWorkOrder(ctx, tt.w)
-			if tt.want == nil && err != nil || !errors.Is(err, tt.want) {
-				t.Fatalf("CreateWorkOrder(%+v) = %v, want %v", tt.w, err, tt.want)
+		spec := func(id string, change func(*WorkOrderSpec)) WorkOrderSpec {
+			w := WorkOrderSpec{
+				ID: id, Product: "P", Bundle: "2.0", Quantity: 50, TokenID: tokP,
+				Lock:    jobs.LockPolicy{DMS: true, Device: []string{"JTAG_DISABLE"}},
+				Label:   jobs.LabelSpec{Template: "small", Copies: 2},
+				Flasher: jobs.FlasherSettings{Baud: 921600, Retries: 1, Timeouts: map[string]jobs.Duration{"flash": jobs.NewDuration(10 * time.Minute)}},
 			}
-			if err != nil {
-				return
+			if change != nil {
+				change(&w)
 			}
-			got, err := s.WorkOrder(ctx, tt.w.ID)
-			if err != nil {
-				t.Fatalf("WorkOrder(%s) = %v", tt.w.ID, err)
-			}
-			if got.Product.Code != "P" || got.Product.Stage != jobs.StageProduction || got.Bundle.Version != "2.0" || len(got.Bundle.Artifacts) != 1 {
-				t.Errorf("WorkOrder(%s) = product %+v bundle %+v, want P with bundle 2.0", tt.w.ID, got.Product, got.Bundle)
-			}
-			if got.Quantity != 50 || got.Label != tt.w.Label || !got.Lock.DMS || got.Lock.Device[0] != "JTAG_DISABLE" ||
-				got.Flasher.Baud != 921600 || got.Flasher.Timeouts["flash"].Std() != 10*time.Minute {
-				t.Errorf("WorkOrder(%s) = %+v, want the settings of %+v", tt.w.ID, got, tt.w)
-			}
-			if got.Authorization.PurchaseOrder != tt.w.PurchaseOrder || !got.Authorization.Token.IsZero() {
-				t.Errorf("WorkOrder(%s).Authorization = %+v, want purchase order %q and no token", tt.w.ID, got.Authorization, tt.w.PurchaseOrder)
-			}
-			if wo.ID != got.ID || wo.Bundle.Version != got.Bundle.Version {
-				t.Errorf("CreateWorkOrder = %+v, want %+v", wo, got)
-			}
-			stored, err := s.WorkOrderSpec(ctx, tt.w.ID)
-			if err != nil || stored.TokenID != tt.w.TokenID || stored.PurchaseOrder != tt.w.PurchaseOrder {
-				t.Errorf("WorkOrderSpec(%s) = %+v, %v; want token %q purchase order %q", tt.w.ID, stored, err, tt.w.TokenID, tt.w.PurchaseOrder)
-			}
-		})
-	}
-
-	var inv *jobs.InvalidError
-	if _, err := s.CreateWorkOrder(ctx, spec("WO-4", func(w *WorkOrderSpec) { w.Quantity = -1 })); !errors.As(err, &inv) || !strings.Contains(err.Error(), "quantity: must be at least 1") {
-		t.Errorf("CreateWorkOrder(quantity -1) = %v, want a *jobs.InvalidError naming quantity", err)
-	}
-
-	t.Run("authorize", func(t *testing.T) {
-		cases := []struct {
-			name  string
-			id    string
-			token jobs.Secret
-			want  error
+			return w
+		}
+		tests := []struct {
+			name string
+			w    WorkOrderSpec
+			want error
 		}{
-			{"the work order's token", "WO-1", secretP, nil},
-			{"another product's token", "WO-1", secretQ, jobs.ErrTokenInvalid},
-			{"no token", "WO-1", jobs.Secret{}, jobs.ErrTokenInvalid},
-			{"purchase order takes none", "WO-2", jobs.Secret{}, nil},
-			{"purchase order refuses one", "WO-2", secretP, ErrInvalid},
-			{"unknown work order", "WO-9", secretP, jobs.ErrNotFound},
+			{"by token", spec("WO-1", nil), nil},
+			{"by purchase order", spec("WO-2", func(w *WorkOrderSpec) { w.TokenID, w.PurchaseOrder = "", "PO-1" }), nil},
+			{"id taken", spec("WO-1", nil), ErrExists},
+			{"both token and purchase order", spec("WO-3", func(w *WorkOrderSpec) { w.PurchaseOrder = "PO-1" }), ErrInvalid},
+			{"no authorization", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = "" }), ErrInvalid},
+			{"token of another product", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = tokQ }), jobs.ErrTokenInvalid},
+			{"revoked token", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = revoked }), jobs.ErrTokenRevoked},
+			{"unknown token", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID = "T-99" }), jobs.ErrNotFound},
+			{"unknown purchase order", spec("WO-3", func(w *WorkOrderSpec) { w.TokenID, w.PurchaseOrder = "", "PO-9" }), ErrPurchaseOrderInvalid},
+			{"unknown bundle", spec("WO-3", func(w *WorkOrderSpec) { w.Bundle = "9.9" }), jobs.ErrNotFound},
+			{"unknown product", spec("WO-3", func(w *WorkOrderSpec) { w.Product = "NOPE" }), jobs.ErrNotFound},
+			{"bad quantity", spec("WO-3", func(w *WorkOrderSpec) { w.Quantity = 0 }), ErrInvalid},
+			{"bad id", spec("WO 3", nil), ErrInvalid},
 		}
-		for _, c := range cases {
-			t.Run(c.name, func(t *testing.T) {
-				wo, _ := s.WorkOrder(ctx, c.id)
-				wo.ID = c.id
-				err := s.AuthorizeWorkOrder(ctx, &wo, c.token)
-				if c.want == nil && err != nil || !errors.Is(err, c.want) {
-					t.Fatalf("AuthorizeWorkOrder(%s) = %v, want %v", c.id, err, c.want)
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				wo, err := s.CreateWorkOrder(ctx, tt.w)
+				if tt.want == nil && err != nil || !errors.Is(err, tt.want) {
+					t.Fatalf("CreateWorkOrder(%+v) = %v, want %v", tt.w, err, tt.want)
 				}
 				if err != nil {
-					if strings.Contains(err.Error(), c.token.Reveal()) && !c.token.IsZero() {
-						t.Errorf("AuthorizeWorkOrder(%s) = %q, holds the secret", c.id, err)
-					}
 					return
 				}
-				if err := wo.Validate(); err != nil {
-					t.Errorf("authorized work order %s: Validate() = %v, want nil", c.id, err)
+				got, err := s.WorkOrder(ctx, tt.w.ID)
+				if err != nil {
+					t.Fatalf("WorkOrder(%s) = %v", tt.w.ID, err)
 				}
-				if wo.Authorization.Token.Reveal() != c.token.Reveal() {
-					t.Errorf("authorized work order %s has token %v, want the one given", c.id, wo.Authorization.Token)
+				if got.Product.Code != "P" || got.Product.Stage != jobs.StageProduction || got.Bundle.Version != "2.0" || len(got.Bundle.Artifacts) != 1 {
+					t.Errorf("WorkOrder(%s) = product %+v bundle %+v, want P with bundle 2.0", tt.w.ID, got.Product, got.Bundle)
+				}
+				if got.Quantity != 50 || got.Label != tt.w.Label || !got.Lock.DMS || got.Lock.Device[0] != "JTAG_DISABLE" ||
+					got.Flasher.Baud != 921600 || got.Flasher.Timeouts["flash"].Std() != 10*time.Minute {
+					t.Errorf("WorkOrder(%s) = %+v, want the settings of %+v", tt.w.ID, got, tt.w)
+				}
+				if got.Authorization.PurchaseOrder != tt.w.PurchaseOrder || !got.Authorization.Token.IsZero() {
+					t.Errorf("WorkOrder(%s).Authorization = %+v, want purchase order %q and no token", tt.w.ID, got.Authorization, tt.w.PurchaseOrder)
+				}
+				if wo.ID != got.ID || wo.Bundle.Version != got.Bundle.Version {
+					t.Errorf("CreateWorkOrder = %+v, want %+v", wo, got)
+				}
+				stored, err := s.WorkOrderSpec(ctx, tt.w.ID)
+				if err != nil || stored.TokenID != tt.w.TokenID || stored.PurchaseOrder != tt.w.PurchaseOrder {
+					t.Errorf("WorkOrderSpec(%s) = %+v, %v; want token %q purchase order %q", tt.w.ID, stored, err, tt.w.TokenID, tt.w.PurchaseOrder)
 				}
 			})
 		}
+
+		var inv *jobs.InvalidError
+		if _, err := s.CreateWorkOrder(ctx, spec("WO-4", func(w *WorkOrderSpec) { w.Quantity = -1 })); !errors.As(err, &inv) || !strings.Contains(err.Error(), "quantity: must be at least 1") {
+			t.Errorf("CreateWorkOrder(quantity -1) = %v, want a *jobs.InvalidError naming quantity", err)
+		}
+
+		t.Run("authorize", func(t *testing.T) {
+			cases := []struct {
+				name  string
+				id    string
+				token jobs.Secret
+				want  error
+			}{
+				{"the work order's token", "WO-1", secretP, nil},
+				{"another product's token", "WO-1", secretQ, jobs.ErrTokenInvalid},
+				{"no token", "WO-1", jobs.Secret{}, jobs.ErrTokenInvalid},
+				{"purchase order takes none", "WO-2", jobs.Secret{}, nil},
+				{"purchase order refuses one", "WO-2", secretP, ErrInvalid},
+				{"unknown work order", "WO-9", secretP, jobs.ErrNotFound},
+			}
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					wo, _ := s.WorkOrder(ctx, c.id)
+					wo.ID = c.id
+					err := s.AuthorizeWorkOrder(ctx, &wo, c.token)
+					if c.want == nil && err != nil || !errors.Is(err, c.want) {
+						t.Fatalf("AuthorizeWorkOrder(%s) = %v, want %v", c.id, err, c.want)
+					}
+					if err != nil {
+						if strings.Contains(err.Error(), c.token.Reveal()) && !c.token.IsZero() {
+							t.Errorf("AuthorizeWorkOrder(%s) = %q, holds the secret", c.id, err)
+						}
+						return
+					}
+					if err := wo.Validate(); err != nil {
+						t.Errorf("authorized work order %s: Validate() = %v, want nil", c.id, err)
+					}
+					if wo.Authorization.Token.Reveal() != c.token.Reveal() {
+						t.Errorf("authorized work order %s has token %v, want the one given", c.id, wo.Authorization.Token)
+					}
+				})
+			}
+		})
 	})
 }
 
 func TestPurchaseOrders(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newTestService(t)
-	addProduct(t, s, "DEV", jobs.StageDevelopment)
-	addProduct(t, s, "Q", jobs.StageDevelopment)
-	tests := []struct {
-		name string
-		po   PurchaseOrder
-		want error
-	}{
-		{"new", PurchaseOrder{ID: "PO-1", Product: "DEV", Quantity: 2, MinimumOrderQuantity: 2}, nil},
-		{"under the minimum order quantity", PurchaseOrder{ID: "PO-2", Product: "DEV", Quantity: 40, MinimumOrderQuantity: 100}, ErrInvalid},
-		{"id taken", PurchaseOrder{ID: "PO-1", Product: "DEV", Quantity: 2}, ErrExists},
-		{"unknown product", PurchaseOrder{ID: "PO-3", Product: "NOPE", Quantity: 2}, jobs.ErrNotFound},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := s.CreatePurchaseOrder(ctx, tt.po); tt.want == nil && err != nil || !errors.Is(err, tt.want) {
-				t.Errorf("CreatePurchaseOrder(%+v) = %v, want %v", tt.po, err, tt.want)
-			}
-		})
-	}
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s, _ := newTestService(t, b)
+		addProduct(t, s, "DEV", jobs.StageDevelopment)
+		addProduct(t, s, "Q", jobs.StageDevelopment)
+		tests := []struct {
+			name string
+			po   PurchaseOrder
+			want error
+		}{
+			{"new", PurchaseOrder{ID: "PO-1", Product: "DEV", Quantity: 2, MinimumOrderQuantity: 2}, nil},
+			{"under the minimum order quantity", PurchaseOrder{ID: "PO-2", Product: "DEV", Quantity: 40, MinimumOrderQuantity: 100}, ErrInvalid},
+			{"id taken", PurchaseOrder{ID: "PO-1", Product: "DEV", Quantity: 2}, ErrExists},
+			{"unknown product", PurchaseOrder{ID: "PO-3", Product: "NOPE", Quantity: 2}, jobs.ErrNotFound},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if err := s.CreatePurchaseOrder(ctx, tt.po); tt.want == nil && err != nil || !errors.Is(err, tt.want) {
+					t.Errorf("CreatePurchaseOrder(%+v) = %v, want %v", tt.po, err, tt.want)
+				}
+			})
+		}
 
-	activate := func(product, po string, n int) (jobs.Activation, error) {
-		return s.Activate(ctx, jobs.ActivateRequest{Product: product, PurchaseOrder: po, HardwareID: hwID(n), FirmwareVersion: "1.0"})
-	}
-	steps := []struct {
-		name    string
-		product string
-		po      string
-		device  int
-		want    error
-		repeat  bool
-	}{
-		{"first device is registered and locked", "DEV", "PO-1", 1, nil, false},
-		{"second device", "DEV", "PO-1", 2, nil, false},
-		{"the order is filled", "DEV", "PO-1", 3, ErrPurchaseOrderFilled, false},
-		{"a registered device is served again", "DEV", "PO-1", 1, nil, true},
-		{"unknown order", "DEV", "PO-9", 4, ErrPurchaseOrderInvalid, false},
-		{"order of another product", "Q", "PO-1", 4, ErrPurchaseOrderInvalid, false},
-	}
-	for _, st := range steps {
-		t.Run(st.name, func(t *testing.T) {
-			a, err := activate(st.product, st.po, st.device)
-			if st.want == nil && err != nil || !errors.Is(err, st.want) {
-				t.Fatalf("Activate(%s, %s, %s) = %v, want %v", st.product, st.po, hwID(st.device), err, st.want)
-			}
-			if err == nil && (!a.Locked || a.Repeat != st.repeat || a.ClaimsLeft != -1) {
-				t.Errorf("Activate(%s, %s, %s) = %+v, want locked, repeat %v, claims left -1", st.product, st.po, hwID(st.device), a, st.repeat)
-			}
-		})
-	}
-	po, err := s.PurchaseOrder(ctx, "PO-1")
-	if err != nil || po.Registered != 2 {
-		t.Errorf("PurchaseOrder(PO-1) = %+v, %v; want 2 registered", po, err)
-	}
+		activate := func(product, po string, n int) (jobs.Activation, error) {
+			return s.Activate(ctx, jobs.ActivateRequest{Product: product, PurchaseOrder: po, HardwareID: hwID(n), FirmwareVersion: "1.0"})
+		}
+		steps := []struct {
+			name    string
+			product string
+			po      string
+			device  int
+			want    error
+			repeat  bool
+		}{
+			{"first device is registered and locked", "DEV", "PO-1", 1, nil, false},
+			{"second device", "DEV", "PO-1", 2, nil, false},
+			{"the order is filled", "DEV", "PO-1", 3, ErrPurchaseOrderFilled, false},
+			{"a registered device is served again", "DEV", "PO-1", 1, nil, true},
+			{"unknown order", "DEV", "PO-9", 4, ErrPurchaseOrderInvalid, false},
+			{"order of another product", "Q", "PO-1", 4, ErrPurchaseOrderInvalid, false},
+		}
+		for _, st := range steps {
+			t.Run(st.name, func(t *testing.T) {
+				a, err := activate(st.product, st.po, st.device)
+				if st.want == nil && err != nil || !errors.Is(err, st.want) {
+					t.Fatalf("Activate(%s, %s, %s) = %v, want %v", st.product, st.po, hwID(st.device), err, st.want)
+				}
+				if err == nil && (!a.Locked || a.Repeat != st.repeat || a.ClaimsLeft != -1) {
+					t.Errorf("Activate(%s, %s, %s) = %+v, want locked, repeat %v, claims left -1", st.product, st.po, hwID(st.device), a, st.repeat)
+				}
+			})
+		}
+		po, err := s.PurchaseOrder(ctx, "PO-1")
+		if err != nil || po.Registered != 2 {
+			t.Errorf("PurchaseOrder(PO-1) = %+v, %v; want 2 registered", po, err)
+		}
+	})
 }
