@@ -61,6 +61,8 @@ Usage:
 Commands:
   demo      run the whole flow on simulated devices with an embedded DMS
             (try this first: no hardware needed)
+  dms       serve the device-management service (DMS) over HTTP, or claim
+            a device with an activation token ("station dms claim")
   run       run a work order on the devices of a fixture, unattended
   sim       start simulated devices on pseudo-terminals for trying by hand
   version   print the version
@@ -87,6 +89,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "demo":
 		return m.demo(ctx, rest)
+	case "dms":
+		return m.dmsCmd(ctx, rest)
 	case "run":
 		return m.runCmd(ctx, rest)
 	case "sim":
