@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"runtime"
 	"slices"
 	"time"
@@ -26,6 +27,7 @@ type batch struct {
 	fixture  *fixtures.Fixture
 	journal  *journal.Journal
 	upstream jobs.Upstream
+	http     *http.Client // for artifact downloads from the DMS; nil for files
 	printer  jobs.Printer
 	station  string
 	operator string
@@ -38,8 +40,7 @@ type batch struct {
 // loadImages fetches the bundle's artifacts and builds one image per
 // protocol. A missing, corrupt or unreadable artifact stops the work order
 // before any device is touched.
-func loadImages(ctx context.Context, wo jobs.WorkOrder, base, cacheDir string, logger *slog.Logger) (map[string]flasher.Image, error) {
-	cache := &artifact.Cache{Dir: cacheDir, Logger: logger}
+func loadImages(ctx context.Context, wo jobs.WorkOrder, base string, cache *artifact.Cache) (map[string]flasher.Image, error) {
 	images := map[string]flasher.Image{}
 	for _, a := range wo.Bundle.Artifacts {
 		data, err := cache.Load(ctx, a, base)
@@ -73,9 +74,11 @@ func loadImages(ctx context.Context, wo jobs.WorkOrder, base, cacheDir string, l
 	return images, nil
 }
 
-// runner builds the pipeline runner for the batch.
-func (b *batch) runner(ctx context.Context, bus *jobs.Bus) (*jobs.Runner, error) {
-	images, err := loadImages(ctx, b.wo, b.woDir, b.cacheDir, b.logger)
+// runner builds the pipeline runner for the batch. Artifact downloads
+// report their progress to pw.
+func (b *batch) runner(ctx context.Context, bus *jobs.Bus, pw io.Writer) (*jobs.Runner, error) {
+	cache := &artifact.Cache{Dir: b.cacheDir, HTTP: b.http, Logger: b.logger, Progress: downloadProgress(pw)}
+	images, err := loadImages(ctx, b.wo, b.woDir, cache)
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +93,23 @@ func (b *batch) runner(ctx context.Context, bus *jobs.Bus) (*jobs.Runner, error)
 		Journal: b.journal, Station: b.station, Operator: b.operator, Logger: b.logger,
 		Parallel: b.parallel, Bus: bus,
 	}, nil
+}
+
+// downloadProgress prints an artifact download's progress to w, one line
+// per second at most and one at the end.
+func downloadProgress(w io.Writer) func(name string, done, total int64) {
+	var last time.Time
+	return func(name string, done, total int64) {
+		if done < total && (done == 0 || time.Since(last) < time.Second) {
+			return
+		}
+		last = time.Now()
+		pct := 100.0
+		if total > 0 {
+			pct = 100 * float64(done) / float64(total)
+		}
+		fmt.Fprintf(w, "downloading %s: %s of %s (%.0f %%)\n", name, byteSize(done), byteSize(total), pct)
+	}
 }
 
 // output says how a command reports.
@@ -118,15 +138,15 @@ func reserveProcs(slots int) {
 func (b *batch) execute(ctx context.Context, out output) (jobs.Summary, error) {
 	reserveProcs(len(b.fixture.Slots))
 	bus := &jobs.Bus{}
-	r, err := b.runner(ctx, bus)
-	if err != nil {
-		return jobs.Summary{}, err
-	}
 	// Progress goes to stdout for people and to stderr when stdout
 	// carries JSON for a program.
 	pw := out.stdout
 	if out.json {
 		pw = out.stderr
+	}
+	r, err := b.runner(ctx, bus, pw)
+	if err != nil {
+		return jobs.Summary{}, err
 	}
 	title := fmt.Sprintf("Work order %s · %s (%s) · bundle %s %s · %d slots",
 		b.wo.ID, b.wo.Product.Name, b.wo.Product.PartNumber, b.wo.Bundle.Version, b.wo.Bundle.Tag, len(b.fixture.Slots))
@@ -173,3 +193,14 @@ func report(out output, sum jobs.Summary, extra map[string]any, human [][2]strin
 
 // seconds formats a duration for the human summary.
 func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+// byteSize formats n bytes for people: 512 B, 96.0 KiB, 2.0 MiB.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -9,15 +9,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/station-dev/station/fixtures"
 	"github.com/station-dev/station/fixtures/sim"
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/dms"
+	"github.com/station-dev/station/station/dms/server"
 	"github.com/station-dev/station/station/journal"
 	"github.com/station-dev/station/station/label"
 )
@@ -25,8 +29,11 @@ import (
 const demoHelp = `
 station demo: the whole flow on this machine, with no hardware.
 
-It starts an embedded device-management service (DMS) on SQLite with one
-product, a firmware bundle, an activation token and a work order; N simulated
+It starts a device-management service (DMS) on SQLite, served over real HTTP
+on loopback, with one product, a firmware bundle, an activation token and a
+work order; the station pulls the work order and its firmware from it with
+its own API key, claims every device through it and pushes its journal to it,
+as it would with a "station dms" elsewhere on the line. N simulated
 ESP32 chips that speak the real ROM bootloader protocol on pseudo-terminals,
 paced at the real baud rate; and runs the work order on them end to end:
 
@@ -101,7 +108,9 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	defer env.close()
 	b, j, img, labels := env.batch, env.journal, env.image, env.labels
 	out := output{json: asJSON, stdout: m.Stdout, stderr: m.Stderr}
+	stopSync := startSync(ctx, env.link, b, 30*time.Second, logger)
 	res, err := b.execute(ctx, out)
+	synced := stopSync()
 	if err != nil {
 		return err
 	}
@@ -110,11 +119,14 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	extra := map[string]any{
 		"journal": j.Path(), "dir": dir, "kept": keep || !temporary, "labels": nLabels, "labels_dir": labels,
 		"image_bytes": len(img), "image_zlib_ratio": ratio, "baud": baud, "chip": chip,
+		"dms": env.link.url, "synced_events": synced.Acked, "unsynced_events": synced.Lag,
 	}
 	human := [][2]string{
 		{"image", fmt.Sprintf("%d bytes, zlib ratio %.2f, %d baud", len(img), ratio, baud)},
 		{"journal", fmt.Sprintf("%s (%d events this run)", j.Path(), res.Events)},
 		{"labels", fmt.Sprintf("%d in %s", nLabels, labels)},
+		{"dms", env.link.url},
+		{"sync", syncLine(synced)},
 	}
 	if temporary && !keep {
 		human = append(human, [2]string{"folder", dir + " (removed at exit; --keep keeps it)"})
@@ -185,11 +197,14 @@ type demoEnv struct {
 	journal *journal.Journal
 	batch   *batch
 	labels  string
+	link    *dmsLink
+	server  *http.Server
 }
 
 func (e *demoEnv) close() {
 	e.journal.Close()
 	e.fleet.Close()
+	e.server.Close()
 	e.store.Close()
 }
 
@@ -216,6 +231,32 @@ func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demo
 	closers = append(closers, func() { seed.store.Close() })
 	env.image, env.store, env.dms = seed.image, seed.store, seed.svc
 
+	// The DMS over HTTP on loopback, and the station's own key for it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("serve the embedded DMS: %w", err)
+	}
+	env.server = &http.Server{Handler: server.New(server.Config{Service: seed.svc, Logger: logger}), ReadHeaderTimeout: 10 * time.Second}
+	go env.server.Serve(ln)
+	closers = append(closers, func() { env.server.Close() })
+	key, err := demoStationKey(ctx, seed.svc, filepath.Join(spec.dir, "station.key"))
+	if err != nil {
+		return nil, err
+	}
+	url := "http://" + ln.Addr().String()
+	env.link, err = openDMS(ctx, url, key, demoStation, logger)
+	if err != nil {
+		return nil, err
+	}
+	fetched, err := env.link.client.WorkOrder(ctx, seed.wo.ID)
+	if err != nil {
+		return nil, fmt.Errorf("fetch the demo's work order over HTTP: %w", err)
+	}
+	wo, err := authorize(fetched, seed.wo.Authorization.Token)
+	if err != nil {
+		return nil, err
+	}
+
 	fleet, fx, err := startSimFleet(ctx, filepath.Join(spec.dir, "dev"), spec.devices, spec.chip, spec.faults, logger)
 	if err != nil {
 		return nil, err
@@ -225,17 +266,36 @@ func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demo
 	if err := writeFixture(filepath.Join(spec.dir, "fixture.yaml"), fx); err != nil {
 		return nil, err
 	}
-	j, err := journal.Open(ctx, filepath.Join(spec.dir, "journal.db"), "demo-station", logger)
+	j, err := journal.Open(ctx, filepath.Join(spec.dir, "journal.db"), demoStation, logger)
 	if err != nil {
 		return nil, err
 	}
 	env.journal = j
 	env.batch = &batch{
-		wo: seed.wo, woDir: spec.dir, fixture: fx, journal: j, upstream: &dms.Local{Service: seed.svc},
-		printer: &label.DirSink{Dir: env.labels}, station: "demo-station", operator: "demo",
+		wo: wo, fixture: fx, journal: j, upstream: env.link.upstream, http: env.link.http(),
+		printer: &label.DirSink{Dir: env.labels}, station: demoStation, operator: "demo",
 		cacheDir: filepath.Join(spec.dir, "artifact-cache"), parallel: spec.parallel, logger: logger,
 	}
 	return env, nil
+}
+
+// demoStation is the demo station's id.
+const demoStation = "demo-station"
+
+// demoStationKey returns the demo station's API key, kept in path (mode
+// 0600) so that a kept folder run again uses the same one.
+func demoStationKey(ctx context.Context, svc *dms.Service, path string) (jobs.Secret, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return jobs.NewSecret(strings.TrimSpace(string(b))), nil
+	}
+	_, secret, err := svc.CreateKey(ctx, dms.Key{Role: dms.RoleStation, Station: demoStation, Name: "station demo"})
+	if err != nil {
+		return jobs.Secret{}, fmt.Errorf("create the demo station's API key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(secret.Reveal()+"\n"), 0o600); err != nil {
+		return jobs.Secret{}, err
+	}
+	return secret, nil
 }
 
 // demoSeed is the demo's embedded DMS and what it holds.

@@ -15,31 +15,14 @@ import (
 
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/dms/dmsapi"
+	"github.com/station-dev/station/station/internal/testkit"
 )
-
-// syncBuffer is a writer the command's goroutines share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // dmsCommand is "station dms" running in this process.
 type dmsCommand struct {
 	url    string
 	lines  []string // stdout up to the listening line
-	stderr *syncBuffer
+	stderr *testkit.Buffer
 	stop   func() error
 }
 
@@ -49,7 +32,7 @@ func startDMSCommand(t *testing.T, args ...string) *dmsCommand {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	c := &dmsCommand{stderr: &syncBuffer{}}
+	c := &dmsCommand{stderr: &testkit.Buffer{}}
 	m := &Main{Stdout: pw, Stderr: c.stderr, Getenv: func(string) string { return "" }}
 	done := make(chan error, 1)
 	go func() {

@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/station-dev/station/fixtures"
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/journal"
 	"github.com/station-dev/station/station/label"
+	"github.com/station-dev/station/station/upstream"
 )
 
 const runHelp = `
@@ -27,7 +29,17 @@ Run it again to retry: devices the work order already completed are
 recognised and left alone, and failed devices resume from their last passed
 step. Every step is recorded in the journal.
 
+The DMS is either embedded (--dms sqlite:FILE) or a "station dms" elsewhere
+(--dms http://HOST:PORT), reached with the station's API key (--key-file or
+STATION_KEY). With a remote DMS, --work-order may name a work order by its id:
+the station pulls it, downloads and checks its artifacts, and pushes every
+journal event upstream as it goes. While the DMS is down the station keeps
+flashing and verifying; the steps that need the DMS wait and say so, and the
+journal keeps every event until the DMS has stored it.
+
 Examples:
+  station run --work-order WO-1042 --dms http://dms.line:8080 --key-file station.key \
+      --token-file token --fixture fixture.yaml
   station run --work-order wo.json --fixture fixture.yaml --dms sqlite:dms.db
   station run --work-order wo.json --fixture fixture.yaml --dms sqlite:dms.db --slots A3
   STATION_TOKEN=stk_... station run --work-order wo.json --fixture fixture.yaml --dms sqlite:dms.db --json
@@ -38,15 +50,18 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 	fs := m.newFlagSet("run", runHelp)
 	var (
 		woPath, fixturePath, journalPath, dmsURL, stationID, operator string
-		slots, labels, tokenFile, cacheDir                            string
+		slots, labels, tokenFile, cacheDir, keyFile                   string
 		parallel                                                      int
+		syncWait                                                      time.Duration
 		asJSON                                                        bool
 		lf                                                            logFlags
 	)
-	fs.StringVar(&woPath, "work-order", "", "work order `file` (JSON); see docs/work-order.md")
+	fs.StringVar(&woPath, "work-order", "", "work order `file` (JSON; see docs/work-order.md), or its id on the DMS")
 	fs.StringVar(&fixturePath, "fixture", "", "fixture `file` (YAML) naming the slots and their ports")
 	fs.StringVar(&journalPath, "journal", "station-journal.db", "journal `file` (SQLite) that records every step")
-	fs.StringVar(&dmsURL, "dms", "", "the device-management service: sqlite:`FILE` for an embedded DMS")
+	fs.StringVar(&dmsURL, "dms", "", "the device-management service: `http://HOST:PORT` of a station dms, or sqlite:FILE for an embedded one")
+	fs.StringVar(&keyFile, "key-file", "", "`file` holding the station's API key for the DMS (or set STATION_KEY)")
+	fs.DurationVar(&syncWait, "sync-wait", 30*time.Second, "at the end, how long to wait for the DMS to store the journal's last events (the rest goes up on the next run)")
 	fs.StringVar(&stationID, "station", "", "this station's `id` (default: the host name)")
 	fs.StringVar(&operator, "operator", "", "`name` of the operator, recorded with every step")
 	fs.StringVar(&slots, "slots", "", "comma-separated `slots` to run (default: all); use it to retry a slot")
@@ -71,15 +86,11 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 	case dmsURL == "":
 		return usageErr("--dms is required (sqlite:FILE for an embedded DMS)")
 	}
-	token := m.Getenv("STATION_TOKEN")
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return fmt.Errorf("read token file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
+	token, err := readSecret(tokenFile, "STATION_TOKEN", m.Getenv)
+	if err != nil {
+		return err
 	}
-	wo, err := readWorkOrder(woPath, token)
+	key, err := readSecret(keyFile, "STATION_KEY", m.Getenv)
 	if err != nil {
 		return err
 	}
@@ -92,11 +103,26 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 			return fmt.Errorf("station id: %w", err)
 		}
 	}
-	up, closeDMS, err := openDMS(ctx, dmsURL)
+	link, err := openDMS(ctx, dmsURL, key, stationID, logger)
 	if err != nil {
 		return err
 	}
-	defer closeDMS()
+	defer link.close()
+	say := func(s string) { fmt.Fprintln(m.Stderr, s) }
+	woDir := filepath.Dir(woPath)
+	var wo jobs.WorkOrder
+	if _, serr := os.Stat(woPath); serr != nil && link.client != nil {
+		fetched, err := fetchWorkOrder(ctx, link, woPath, workOrderCache{filepath.Join(filepath.Dir(journalPath), "work-orders")}, say)
+		if err != nil {
+			return err
+		}
+		if wo, err = authorize(fetched, token); err != nil {
+			return err
+		}
+		woDir = ""
+	} else if wo, err = readWorkOrder(woPath, token.Reveal()); err != nil {
+		return err
+	}
 	j, err := journal.Open(ctx, journalPath, stationID, logger)
 	if err != nil {
 		return err
@@ -106,7 +132,7 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 		cacheDir = filepath.Join(filepath.Dir(journalPath), "artifact-cache")
 	}
 	b := &batch{
-		wo: wo, woDir: filepath.Dir(woPath), fixture: fx, journal: j, upstream: up,
+		wo: wo, woDir: woDir, fixture: fx, journal: j, upstream: link.upstream, http: link.http(),
 		printer: &label.DirSink{Dir: labels}, station: stationID, operator: operator,
 		cacheDir: cacheDir, parallel: parallel, logger: logger,
 	}
@@ -114,12 +140,19 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 		b.slots = strings.Split(slots, ",")
 	}
 	out := output{json: asJSON, stdout: m.Stdout, stderr: m.Stderr}
+	stopSync := startSync(ctx, link, b, syncWait, logger)
 	sum, err := b.execute(ctx, out)
+	synced := stopSync()
 	if err != nil {
 		return err
 	}
-	return report(out, sum, map[string]any{"journal": j.Path(), "labels": labels},
-		[][2]string{{"journal", j.Path()}, {"labels", labels}})
+	extra := map[string]any{"journal": j.Path(), "labels": labels}
+	human := [][2]string{{"journal", j.Path()}, {"labels", labels}}
+	if synced != nil {
+		extra["synced_events"], extra["unsynced_events"] = synced.Acked, synced.Lag
+		human = append(human, [2]string{"sync", syncLine(synced)})
+	}
+	return report(out, sum, extra, human)
 }
 
 // readWorkOrder reads and validates a work order file. A token given
@@ -145,4 +178,12 @@ func readWorkOrder(path, token string) (jobs.WorkOrder, error) {
 		return jobs.WorkOrder{}, fmt.Errorf("%s: %w%s", path, err, hint)
 	}
 	return wo, err
+}
+
+// syncLine says in the summary how far the journal's sync came.
+func syncLine(st *upstream.SyncStatus) string {
+	if st.Lag == 0 {
+		return fmt.Sprintf("every event stored by the DMS (%d)", st.Acked)
+	}
+	return fmt.Sprintf("%d events stored by the DMS, %d still waiting in the journal (they go up on the next run)", st.Acked, st.Lag)
 }

@@ -11,13 +11,15 @@ import (
 	"testing"
 
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/dms"
+	"github.com/station-dev/station/station/internal/testkit"
 	"github.com/station-dev/station/station/journal"
 )
 
 // runMain runs the station command line in process.
 func runMain(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	var out, errb bytes.Buffer
+	var out, errb testkit.Buffer
 	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
 	err = m.Run(context.Background(), args)
 	return out.String(), errb.String(), err
@@ -29,6 +31,7 @@ type demoSummary struct {
 	Events                  int64
 	Journal                 string
 	Labels                  int
+	SyncedEvents            int64   `json:"synced_events"`
 	WallSeconds             float64 `json:"wall_seconds"`
 	Results                 []struct {
 		Slot, Device, Serial, Outcome, Step, Message string
@@ -37,7 +40,7 @@ type demoSummary struct {
 
 func TestDemo16Devices(t *testing.T) {
 	dir := t.TempDir()
-	stdout, stderr, err := runMain(t, "demo", "--devices", "16", "--image-size", "128KiB", "--json", "--dir", dir)
+	stdout, stderr, err := runMain(t, "demo", "--devices", "16", "--image-size", "128KiB", "--json", "--dir", dir, "--log-level", "debug")
 	if err != nil {
 		t.Fatalf("station demo = %v\n%s", err, stderr)
 	}
@@ -72,6 +75,19 @@ func TestDemo16Devices(t *testing.T) {
 	if err := j.IntegrityCheck(context.Background()); err != nil {
 		t.Error(err)
 	}
+	// Every event went to the DMS over HTTP, once.
+	st, err := dms.OpenSQLite(context.Background(), filepath.Join(dir, "dms.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	remote, err := (&dms.Service{Store: st}).Events(context.Background(), dms.EventFilter{Station: demoStation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.SyncedEvents != sum.Events || int64(len(remote)) != sum.Events {
+		t.Errorf("summary says %d events synced, the DMS holds %d; want all %d", sum.SyncedEvents, len(remote), sum.Events)
+	}
 	assertNoToken(t, dir, stdout+stderr)
 }
 
@@ -79,22 +95,16 @@ func TestDemo16Devices(t *testing.T) {
 // journal and in no output.
 func assertNoToken(t *testing.T, dir, output string) {
 	t.Helper()
-	tok, err := os.ReadFile(filepath.Join(dir, "token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(tok))
-	if strings.Contains(output, token) {
-		t.Errorf("the output shows the activation token")
-	}
-	for _, name := range []string{"journal.db", "journal.db-wal", "work-order.json", "fixture.yaml"} {
+	for _, name := range []string{"token", "station.key"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil && !os.IsNotExist(err) {
+		if err != nil {
 			t.Fatal(err)
 		}
-		if bytes.Contains(b, []byte(token)) {
-			t.Errorf("%s holds the activation token", name)
+		secret := strings.TrimSpace(string(b))
+		if strings.Contains(output, secret) {
+			t.Errorf("the output shows the secret kept in %s", name)
 		}
+		assertSecretAbsent(t, secret, dir, map[string]bool{"token": true, "station.key": true})
 	}
 }
 

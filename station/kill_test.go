@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/station/dms"
@@ -107,22 +106,8 @@ func TestRunResumesAfterSIGKILL(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- run.Wait() }()
-	ro, err := sql.Open("sqlite3", "file:"+journalPath+"?mode=ro&_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
-	deadline := time.Now().Add(2 * time.Minute)
-	for countPassed(t, ro, "activate") < 3 {
-		select {
-		case err := <-waited:
-			t.Fatalf("station run ended before it could be killed: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no three activations within two minutes")
-		}
-	}
+	ro := openReadOnly(t, journalPath)
+	waitFor(t, "three activations", waited, func() bool { return countPassed(t, ro, "activate") >= 3 })
 	if err := run.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/station-dev/station/station/dms"
+	"github.com/station-dev/station/station/dms/server"
 	"github.com/station-dev/station/station/journal"
 )
 
@@ -172,4 +176,69 @@ func writeRaw(t *testing.T, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestRunRefusesCorruptArtifactFromDMS: the firmware arrives from the
+// DMS with bytes that do not match the work order's sha256. The station refuses it before touching any device, says so,
+// and keeps nothing of it in its cache.
+func TestRunRefusesCorruptArtifactFromDMS(t *testing.T) {
+	ctx := context.Background()
+	dir, args := runSetup(t, 2)
+	st, err := dms.OpenSQLite(ctx, filepath.Join(dir, "dms.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	svc := &dms.Service{Store: st}
+	_, key, err := svc.CreateKey(ctx, dms.Key{Role: dms.RoleStation, Station: "line-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "station.key")
+	if err := os.WriteFile(keyFile, []byte(key.Reveal()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The wire flips one byte in the middle of every artifact the DMS
+	// sends (the DMS itself checks what it stores).
+	dmsHandler := server.New(server.Config{Service: svc})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/v1/artifacts/") {
+			dmsHandler.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		dmsHandler.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		if len(body) > 1000 {
+			body[1000] ^= 0x5a
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	for i, a := range args {
+		if a == "--dms" {
+			args[i+1] = srv.URL
+		}
+	}
+	args = append(args, "--key-file", keyFile, "--work-order", "WO-DEMO-0001")
+	_, _, err = runMain(t, args...)
+	if Code(err) != ExitProblem || !strings.Contains(err.Error(), "sha256") || !strings.Contains(err.Error(), "nothing was flashed") {
+		t.Fatalf("station run with a corrupt artifact = %v, want it refused before any flash, naming the sha256", err)
+	}
+	j, err := journal.Open(ctx, filepath.Join(dir, "journal.db"), "line-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if ev, err := j.Events(ctx, journal.Filter{Step: "flash"}); err != nil || len(ev) != 0 {
+		t.Errorf("journal holds %d flash events (%v), want none", len(ev), err)
+	}
+	cached, _ := filepath.Glob(filepath.Join(dir, "artifact-cache", "*"))
+	if len(cached) != 0 {
+		t.Errorf("the cache kept %v", cached)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cavaliergopher/grab/v3"
 
@@ -39,12 +40,22 @@ type Cache struct {
 	HTTP *http.Client
 	// Logger receives one line per download.
 	Logger *slog.Logger
+	// Progress, if not nil, is called during a download with the bytes
+	// on disk so far (a resumed download starts at what was kept) and
+	// the artifact's size, about every 100 ms and once more at the end
+	// of a successful download with done == total. It must not block.
+	Progress func(name string, done, total int64)
 }
 
 // Fetch returns the path of a cached copy of a, downloading it or copying
 // it from a local file first. base is the folder relative URLs are taken
 // from (the work order file's folder).
 func (c *Cache) Fetch(ctx context.Context, a jobs.Artifact, base string) (string, error) {
+	// The hash names the cached file: check it is one before it names
+	// anything.
+	if _, err := hex.DecodeString(a.SHA256); err != nil || len(a.SHA256) != 2*sha256.Size || strings.ToLower(a.SHA256) != a.SHA256 {
+		return "", fmt.Errorf("artifact %s: sha256 %q is not 64 lowercase hexadecimal digits: fix the work order; nothing was flashed", a.Name, a.SHA256)
+	}
 	dst := filepath.Join(c.Dir, a.SHA256)
 	if ok, err := c.cached(dst, a); err != nil || ok {
 		return dst, err
@@ -122,35 +133,133 @@ func (c *Cache) cached(dst string, a jobs.Artifact) (bool, error) {
 	return true, nil
 }
 
+// progressEvery is how often Progress is called during a download.
+const progressEvery = 100 * time.Millisecond
+
+// errResumeRefused means the server answered a Range request with
+// something other than the missing bytes.
+var errResumeRefused = errors.New("the server did not resume the download where it stopped")
+
+// download fetches a over http(s) into dst. The bytes go to dst+".part"
+// first: an interrupted download (context cancelled, connection dropped)
+// leaves it behind, and the next download resumes it with a Range
+// request when the server accepts ranges, or starts over when it does
+// not. Only a file of the right size and sha256 is renamed to dst.
 func (c *Cache) download(ctx context.Context, a jobs.Artifact, dst string) error {
-	sum, _ := hex.DecodeString(a.SHA256)
 	tmp := dst + ".part"
-	req, err := grab.NewRequest(tmp, a.URL)
+	if fi, err := os.Stat(tmp); err == nil && fi.Size() > a.Size {
+		os.Remove(tmp) // longer than the artifact: not a part of it
+	}
+	resumed, err := c.transfer(ctx, a, tmp)
+	if err != nil && resumed && ctx.Err() == nil &&
+		(errors.Is(err, grab.ErrBadLength) || errors.Is(err, errResumeRefused) || errors.Is(err, grab.ErrBadChecksum)) {
+		// The part kept from an earlier attempt could not be completed:
+		// drop it and start over, once.
+		if c.Logger != nil {
+			c.Logger.Warn("cannot resume artifact download; starting over", "name", a.Name, "err", err)
+		}
+		os.Remove(tmp)
+		_, err = c.transfer(ctx, a, tmp)
+	}
+	if err != nil {
+		return c.downloadError(ctx, a, tmp, err)
+	}
+	fi, err := os.Stat(tmp)
 	if err != nil {
 		return fmt.Errorf("artifact %s: %w", a.Name, err)
 	}
-	req = req.WithContext(ctx)
-	req.SetChecksum(sha256.New(), sum, true)
-	req.Size = a.Size
-	client := grab.NewClient()
-	client.UserAgent = "station"
-	if c.HTTP != nil {
-		client.HTTPClient = c.HTTP
-	}
-	if c.Logger != nil {
-		c.Logger.Info("downloading artifact", "name", a.Name, "url", redactURL(a.URL), "size", a.Size)
-	}
-	resp := client.Do(req)
-	if err := resp.Err(); err != nil {
-		if errors.Is(err, grab.ErrBadChecksum) {
-			return fmt.Errorf("artifact %s: the downloaded file does not match the work order's sha256 %s: %w (nothing was flashed)", a.Name, a.SHA256, ErrChecksum)
-		}
-		return fmt.Errorf("artifact %s: download %s: %w", a.Name, redactURL(a.URL), err)
+	if fi.Size() != a.Size {
+		os.Remove(tmp)
+		return fmt.Errorf("artifact %s: the download has %d bytes but the work order says %d: %w (nothing was flashed)", a.Name, fi.Size(), a.Size, ErrChecksum)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("artifact %s: %w", a.Name, err)
 	}
 	return nil
+}
+
+// downloadError words a failed download and decides what is kept of it:
+// the part of an interrupted download stays, to be resumed; a file that
+// cannot be the artifact goes.
+func (c *Cache) downloadError(ctx context.Context, a jobs.Artifact, tmp string, err error) error {
+	u := redactURL(a.URL)
+	switch {
+	case errors.Is(err, grab.ErrBadChecksum):
+		os.Remove(tmp)
+		return fmt.Errorf("artifact %s: the downloaded file does not match the work order's sha256 %s: %w (the server holds another file or the bytes were damaged on the way; nothing was flashed)", a.Name, a.SHA256, ErrChecksum)
+	case errors.Is(err, grab.ErrBadLength), errors.Is(err, errResumeRefused):
+		os.Remove(tmp)
+		return fmt.Errorf("artifact %s: %s does not serve the %d bytes the work order names: %w (the server holds another file under this URL; nothing was flashed)", a.Name, u, a.Size, ErrChecksum)
+	case ctx.Err() != nil:
+		return fmt.Errorf("artifact %s: download of %s stopped (%v); what arrived is kept and the next run resumes it: %w", a.Name, u, context.Cause(ctx), ctx.Err())
+	}
+	var sc grab.StatusCodeError
+	if errors.As(err, &sc) {
+		return fmt.Errorf("artifact %s: download %s: %w (check the work order's URL and the station's key; nothing was flashed)", a.Name, u, err)
+	}
+	got := int64(0)
+	if fi, serr := os.Stat(tmp); serr == nil {
+		got = fi.Size()
+	}
+	return fmt.Errorf("artifact %s: download of %s broke off after %d of %d bytes: %w (what arrived is kept and the next try resumes it; nothing was flashed)", a.Name, u, got, a.Size, err)
+}
+
+// transfer runs one download of a into tmp, calling Progress while it runs.
+// resumed reports that it continued an existing part.
+func (c *Cache) transfer(ctx context.Context, a jobs.Artifact, tmp string) (resumed bool, err error) {
+	sum, _ := hex.DecodeString(a.SHA256) // checked by Fetch
+	req, err := grab.NewRequest(tmp, a.URL)
+	if err != nil {
+		return false, fmt.Errorf("artifact %s: %w", a.Name, err)
+	}
+	req = req.WithContext(ctx)
+	req.SetChecksum(sha256.New(), sum, true)
+	req.Size = a.Size
+	req.IgnoreRemoteTime = true
+	req.BeforeCopy = func(resp *grab.Response) error {
+		if !resp.DidResume {
+			return nil
+		}
+		// grab does not check that a Range request was honoured.
+		from := resp.BytesComplete()
+		if resp.HTTPResponse.StatusCode != http.StatusPartialContent ||
+			!strings.HasPrefix(resp.HTTPResponse.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", from)) {
+			return fmt.Errorf("asked for bytes from %d, got %s %q: %w", from, resp.HTTPResponse.Status, resp.HTTPResponse.Header.Get("Content-Range"), errResumeRefused)
+		}
+		return nil
+	}
+	client := grab.NewClient()
+	client.UserAgent = "station"
+	if c.HTTP != nil {
+		client.HTTPClient = c.HTTP
+	}
+	resp := client.Do(req)
+	if c.Logger != nil {
+		if resp.DidResume && resp.BytesComplete() > 0 {
+			c.Logger.Info("resuming artifact download", "name", a.Name, "url", redactURL(a.URL), "size", a.Size, "from", resp.BytesComplete())
+		} else {
+			c.Logger.Info("downloading artifact", "name", a.Name, "url", redactURL(a.URL), "size", a.Size)
+		}
+	}
+	if c.Progress != nil {
+		t := time.NewTicker(progressEvery)
+		c.Progress(a.Name, resp.BytesComplete(), a.Size)
+	wait:
+		for {
+			select {
+			case <-resp.Done:
+				break wait
+			case <-t.C:
+				c.Progress(a.Name, resp.BytesComplete(), a.Size)
+			}
+		}
+		t.Stop()
+	}
+	err = resp.Err()
+	if err == nil && c.Progress != nil {
+		c.Progress(a.Name, a.Size, a.Size)
+	}
+	return resp.DidResume && resp.BytesComplete() > 0, err
 }
 
 func (c *Cache) copyFile(ctx context.Context, a jobs.Artifact, src, dst string) error {

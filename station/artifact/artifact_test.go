@@ -54,6 +54,7 @@ func TestLoad(t *testing.T) {
 		{"missing on server", artifactOf("gone.bin", good, srv.URL+"/gone.bin"), "404", false},
 		{"missing file", artifactOf("gone.bin", good, "gone.bin"), "no such file", false},
 		{"bad scheme", artifactOf("x.bin", good, "ftp://host/x.bin"), "not supported", false},
+		{"bad sha256", jobs.Artifact{Name: "x.bin", SHA256: "../../x", Size: 1, URL: srv.URL + "/good.bin"}, "64 lowercase hexadecimal", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

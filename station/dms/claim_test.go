@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/internal/testkit"
 )
 
 // claimEnv is one case's DMS: products PROD and PROD2 (production), DEV
@@ -16,7 +17,7 @@ import (
 // need it), each with bundles 1.0 and 2.0 and a 10-claim token.
 type claimEnv struct {
 	svc     *Service
-	clock   *fakeClock
+	clock   *testkit.Clock
 	ids     map[string]string
 	secrets map[string]jobs.Secret
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +15,8 @@ import (
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/dms/pgtest"
+	"github.com/station-dev/station/station/internal/testkit"
 )
-
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // testKey keys token hashes in tests.
 var testKey = []byte("test token key")
@@ -77,10 +59,10 @@ func openStore(t testing.TB, dsn string) *Store {
 }
 
 // newTestService opens a new database on backend b.
-func newTestService(t *testing.T, b backend) (*Service, *fakeClock) {
+func newTestService(t *testing.T, b backend) (*Service, *testkit.Clock) {
 	t.Helper()
 	st := openStore(t, b.dsn(t))
-	clock := &fakeClock{t: time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC))
 	return &Service{Store: st, Clock: clock.Now, TokenKey: testKey}, clock
 }
 

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,51 +19,16 @@ import (
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/dms/dmsapi"
 	"github.com/station-dev/station/station/dms/server"
+	"github.com/station-dev/station/station/internal/testkit"
 )
-
-// fakeClock is the DMS's clock, moved by the test.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// lockedBuffer collects log output from the server's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // testEnv is a DMS on a real SQLite file behind a real HTTP server.
 type testEnv struct {
 	t       *testing.T
 	svc     *dms.Service
 	url     string
-	clock   *fakeClock
-	logs    *lockedBuffer
+	clock   *testkit.Clock
+	logs    *testkit.Buffer
 	uploads string
 	admin   string // an admin key's secret
 }
@@ -77,7 +41,7 @@ func newEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &testEnv{t: t, clock: &fakeClock{t: time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)}, logs: &lockedBuffer{}, uploads: t.TempDir()}
+	e := &testEnv{t: t, clock: testkit.NewClock(time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)), logs: &testkit.Buffer{}, uploads: t.TempDir()}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.svc = &dms.Service{Store: store, Clock: e.clock.Now, Logger: logger, TokenKey: []byte("test token key")}
 	srv := httptest.NewServer(server.New(server.Config{Service: e.svc, Logger: logger, UploadDir: e.uploads}))
