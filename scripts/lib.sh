@@ -86,8 +86,12 @@ ensure_node_modules() {
 # Packages every build needs: cgo for SQLite.
 BUILD_PACKAGES=(gcc libc6-dev pkg-config git ca-certificates)
 
-# Packages the tests need beyond the build.
-TEST_PACKAGES=(procps postgresql)
+# Packages the kiosk (Fyne: cgo, OpenGL, X11) needs to build.
+KIOSK_PACKAGES=(libgl1-mesa-dev xorg-dev)
+
+# Packages the tests need beyond the build: PostgreSQL for the DMS, and a
+# real X server and a screen grabber for the kiosk.
+TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick)
 
 # build_station: the station binary into BIN_DIR.
 build_station() {
