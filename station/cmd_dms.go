@@ -272,7 +272,7 @@ func (m *Main) dmsClaim(ctx context.Context, args []string) error {
 	token := m.Getenv("STATION_TOKEN")
 	switch {
 	case fs.Arg(1) == "-":
-		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		line, err := bufio.NewReader(m.stdin()).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read the token from stdin: %w", err)
 		}
@@ -347,4 +347,12 @@ func claimDevice(ctx context.Context, baseURL string, req dmsapi.ClaimRequest) (
 		return jobs.Activation{}, fmt.Errorf("read the DMS's answer: %w", err)
 	}
 	return act, nil
+}
+
+// stdin is what the command reads from standard input.
+func (m *Main) stdin() io.Reader {
+	if m.Stdin == nil {
+		return os.Stdin
+	}
+	return m.Stdin
 }

@@ -142,7 +142,7 @@ func TestDMSCommandServesWithFirstAdminKey(t *testing.T) {
 
 	claim := func(getenv func(string) string, args ...string) (string, error) {
 		var out, errb bytes.Buffer
-		m := &Main{Stdout: &out, Stderr: &errb, Getenv: getenv}
+		m := &Main{Stdout: &out, Stderr: &errb, Getenv: getenv, Stdin: strings.NewReader(tok.Secret + "\n")}
 		err := m.Run(context.Background(), append([]string{"dms", "claim", "--url", c.url}, args...))
 		return out.String() + errb.String(), err
 	}
@@ -150,6 +150,11 @@ func TestDMSCommandServesWithFirstAdminKey(t *testing.T) {
 	out, err := claim(noEnv, "--hardware-id", "24:6f:28:00:00:01", "THERMO", tok.Secret)
 	if err != nil || !strings.Contains(out, "serial THERMO-000001") || !strings.Contains(out, "claims left on the token: 0") {
 		t.Fatalf("station dms claim = %v, %q", err, out)
+	}
+	// Again, with the token on stdin ("-"), out of the process list: no
+	// claim used.
+	if out, err := claim(noEnv, "--hardware-id", "24:6f:28:00:00:01", "THERMO", "-"); err != nil || !strings.Contains(out, "serial THERMO-000001") {
+		t.Fatalf("station dms claim with the token on stdin = %v, %q", err, out)
 	}
 	// Again, with the token from the environment: no claim used.
 	env := func(k string) string {

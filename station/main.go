@@ -47,6 +47,9 @@ func Code(err error) int {
 type Main struct {
 	// Stdout receives results; Stderr receives logs and progress.
 	Stdout, Stderr io.Writer
+	// Stdin gives what a command reads from standard input (a token
+	// given as "-"); nil means os.Stdin.
+	Stdin io.Reader
 	// Getenv reads the environment; nil means os.Getenv.
 	Getenv func(string) string
 	// Version and Commit are printed by --version.
