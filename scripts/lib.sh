@@ -100,3 +100,9 @@ build_station() {
 	commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	(cd "$ROOT" && go build -trimpath -ldflags "-X main.version=dev -X main.commit=$commit" -o "$BIN_DIR/station" ./station/cmd/station)
 }
+
+# build_kiosk: the kiosk binary (Fyne, cgo) into BIN_DIR.
+build_kiosk() {
+	mkdir -p "$BIN_DIR"
+	(cd "$ROOT" && go build -trimpath -o "$BIN_DIR/station-kiosk" ./ui/cmd/station-kiosk)
+}

@@ -56,7 +56,7 @@ func TestDependencyBoundaries(t *testing.T) {
 		{"flasher", heavy[:1], nil, false},
 		{"fixtures", heavy[:1], nil, false},
 		{"ui", heavy[1:], nil, false},
-		{"ui", []string{mod + "flasher", mod + "jobs", mod + "fixtures", mod + "station"}, []string{mod + "station/api"}, true},
+		{"ui", []string{mod + "flasher", mod + "jobs", mod + "fixtures", mod + "station"}, []string{mod + "station/localapi"}, true},
 		{"jobs", []string{mod + "station", mod + "fixtures"}, []string{mod + "station/journal"}, true},
 		{"flasher", []string{mod + "jobs", mod + "station", mod + "fixtures"}, nil, true},
 		{"fixtures", []string{mod + "station"}, nil, true},

@@ -1,0 +1,84 @@
+// Command station-kiosk is the station's operator screen: a full-screen
+// Fyne app for the touch screen, a client of the station daemon's local
+// API.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/app"
+
+	"github.com/station-dev/station/station/localapi"
+	"github.com/station-dev/station/ui"
+)
+
+const usage = `station-kiosk shows the station on its touch screen: the work order, the
+slots, alerts, and the operator's commands. It talks to the station daemon's
+local API.
+
+Usage: station-kiosk [flags]
+
+Flags:
+`
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(os.Args[1:], log); err != nil {
+		log.Error("station-kiosk", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("station-kiosk", flag.ContinueOnError)
+	defAPI := os.Getenv("STATION_API")
+	if defAPI == "" {
+		defAPI = "unix:/run/station/api.sock"
+	}
+	addr := fs.String("api", defAPI, "the daemon's local API: unix:/path/api.sock or http://127.0.0.1:PORT (env STATION_API)")
+	keyFile := fs.String("key-file", "", "file holding the loopback API key (for an http:// address)")
+	windowed := fs.Bool("windowed", false, "show a window instead of the full screen")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err == flag.ErrHelp {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	key := ""
+	if *keyFile != "" {
+		b, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return fmt.Errorf("read the API key file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	client, err := localapi.NewClient(*addr, key)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	a := app.NewWithID("dev.station.kiosk")
+	k := ui.New(a, client, ui.Options{FullScreen: !*windowed, Title: "Station", Logger: log})
+	go func() {
+		<-ctx.Done()
+		fyne.Do(a.Quit)
+	}()
+	log.Info("kiosk started", "api", *addr)
+	k.Run(ctx)
+	a.Run()
+	log.Info("kiosk closed")
+	return nil
+}

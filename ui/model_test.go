@@ -1,0 +1,194 @@
+package ui
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"fyne.io/fyne/v2"
+
+	"github.com/station-dev/station/station/localapi"
+)
+
+func slotEvent(name string, seq int64, st localapi.SlotStatus) localapi.Event {
+	return localapi.Event{Type: localapi.EventSlot, Slot: &localapi.Slot{Name: name, Status: st, Seq: seq}}
+}
+
+func TestModelCoalesces(t *testing.T) {
+	m := newModel()
+	st := localapi.State{Run: localapi.RunRunning}
+	for i := range 32 {
+		st.Slots = append(st.Slots, localapi.Slot{Name: fmt.Sprintf("S%02d", i+1), Status: localapi.SlotEmpty})
+	}
+	m.apply(localapi.Event{Type: localapi.EventState, State: &st})
+	c := m.take()
+	if !c.full || len(c.state.Slots) != 32 || !c.conn || !c.connected || !c.header || !c.alertsSet {
+		t.Fatalf("first take = %+v, want a full redraw of 32 slots, connected", c)
+	}
+	if c := m.take(); !c.empty() {
+		t.Fatalf("second take = %+v, want nothing", c)
+	}
+
+	var seq int64
+	for range 20 {
+		for i := range 32 {
+			seq++
+			m.apply(slotEvent(fmt.Sprintf("S%02d", i+1), seq, localapi.SlotRunning))
+		}
+	}
+	c = m.take()
+	if c.full || len(c.slots) != 32 {
+		t.Fatalf("take after 640 slot events = %d slots (full %v), want 32", len(c.slots), c.full)
+	}
+	for _, s := range c.slots {
+		var i int
+		fmt.Sscanf(s.Name, "S%d", &i)
+		if want := int64(19*32 + i); s.Seq != want {
+			t.Errorf("%s seq = %d, want the last one %d", s.Name, s.Seq, want)
+		}
+	}
+	if c.header || c.alertsSet {
+		t.Errorf("header/alerts changed without a change: %+v", c)
+	}
+}
+
+func TestModelEvents(t *testing.T) {
+	base := localapi.State{Run: localapi.RunReady, Slots: []localapi.Slot{{Name: "A", Seq: 5}, {Name: "B", Seq: 1}}}
+	counts := localapi.Counts{Done: 3}
+	tests := []struct {
+		name string
+		ev   localapi.Event
+		want func(c change) string
+	}{
+		{"older slot event is ignored", slotEvent("A", 4, localapi.SlotFailed), func(c change) string {
+			if len(c.slots) != 0 {
+				return fmt.Sprintf("slots = %v", c.slots)
+			}
+			return ""
+		}},
+		{"newer slot event", slotEvent("A", 6, localapi.SlotFailed), func(c change) string {
+			if len(c.slots) != 1 || c.slots[0].Status != localapi.SlotFailed {
+				return fmt.Sprintf("slots = %v", c.slots)
+			}
+			return ""
+		}},
+		{"unknown slot redraws all", slotEvent("C", 1, localapi.SlotReady), func(c change) string {
+			if !c.full || len(c.state.Slots) != 3 {
+				return fmt.Sprintf("full = %v, slots %d", c.full, len(c.state.Slots))
+			}
+			return ""
+		}},
+		{"counts and run change the header", localapi.Event{Type: localapi.EventAlert, Counts: &counts, Run: localapi.RunPaused}, func(c change) string {
+			if !c.header || c.state.Counts != counts || c.state.Run != localapi.RunPaused {
+				return fmt.Sprintf("header %v counts %v run %s", c.header, c.state.Counts, c.state.Run)
+			}
+			if !c.alertsSet || c.alerts != nil {
+				return "alert event without alerts must clear them"
+			}
+			return ""
+		}},
+		{"disconnected", localapi.Event{Type: localapi.EventDisconnected}, func(c change) string {
+			if !c.conn || c.connected {
+				return fmt.Sprintf("conn %v connected %v", c.conn, c.connected)
+			}
+			return ""
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newModel()
+			st := base
+			st.Slots = slices.Clone(base.Slots)
+			st.Alerts = []localapi.Alert{{Code: "x"}}
+			m.apply(localapi.Event{Type: localapi.EventState, State: &st})
+			m.take()
+			m.apply(tt.ev)
+			if msg := tt.want(m.take()); msg != "" {
+				t.Error(msg)
+			}
+		})
+	}
+}
+
+func TestMergeStateKeepsNewerSlots(t *testing.T) {
+	m := newModel()
+	m.apply(localapi.Event{Type: localapi.EventState, State: &localapi.State{Slots: []localapi.Slot{{Name: "A", Seq: 9, Status: localapi.SlotPassed}}}})
+	m.take()
+	m.mergeState(localapi.State{Run: localapi.RunRunning, Slots: []localapi.Slot{{Name: "A", Seq: 3, Status: localapi.SlotRunning}}})
+	c := m.take()
+	if s, _ := m.slot("A"); s.Seq != 9 {
+		t.Errorf("slot A seq = %d after merging an older answer, want 9", s.Seq)
+	}
+	if !c.header || c.state.Run != localapi.RunRunning {
+		t.Errorf("header = %v run %s, want running", c.header, c.state.Run)
+	}
+}
+
+func TestStatusWords(t *testing.T) {
+	tests := []struct {
+		slot localapi.Slot
+		want string
+	}{
+		{localapi.Slot{Status: localapi.SlotEmpty}, "EMPTY"},
+		{localapi.Slot{Status: localapi.SlotPassed}, "PASSED"},
+		{localapi.Slot{Status: localapi.SlotFailed}, "FAILED"},
+		{localapi.Slot{Status: localapi.SlotRunning, Step: "flash", Progress: 0.454}, "FLASHING 45 %"},
+		{localapi.Slot{Status: localapi.SlotRunning, Step: "identify"}, "IDENTIFYING"},
+		{localapi.Slot{Status: localapi.SlotRunning, Step: "burn-in"}, "BURN-IN"},
+		{localapi.Slot{Status: localapi.SlotRunning}, "RUNNING"},
+		{localapi.Slot{Status: localapi.SlotWaiting, Reason: "waiting for the DMS"}, "WAITING FOR DMS"},
+		{localapi.Slot{Status: localapi.SlotWaiting, Reason: "the printer is out of paper"}, "WAITING FOR PRINTER"},
+		{localapi.Slot{Status: localapi.SlotWaiting}, "WAITING"},
+		{localapi.Slot{Status: localapi.SlotSkipped}, "SKIPPED"},
+	}
+	for _, tt := range tests {
+		if got := statusWords(tt.slot); got != tt.want {
+			t.Errorf("statusWords(%+v) = %q, want %q", tt.slot, got, tt.want)
+		}
+	}
+}
+
+func TestGridColumns(t *testing.T) {
+	for _, tt := range []struct{ n, want int }{{1, 1}, {2, 2}, {4, 2}, {8, 3}, {9, 3}, {16, 4}, {24, 7}, {32, 8}} {
+		if got := gridColumns(tt.n); got != tt.want {
+			t.Errorf("gridColumns(%d) = %d, want %d", tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{{0, "0:00"}, {75 * time.Second, "1:15"}, {time.Hour + 2*time.Minute + 3*time.Second, "1:02:03"}, {-time.Second, "0:00"}} {
+		if got := formatDuration(tt.d); got != tt.want {
+			t.Errorf("formatDuration(%v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
+
+func TestFitAndWrapText(t *testing.T) {
+	style := fyne.TextStyle{Monospace: true}
+	const size = 18
+	w := fyne.MeasureText("0123456789", size, style).Width
+	if got := fitText("0123456789", w, size, style); got != "0123456789" {
+		t.Errorf("fitText of a fitting text = %q", got)
+	}
+	got := fitText("0123456789ABCDEFGHIJ", w, size, style)
+	if fyne.MeasureText(got, size, style).Width > w || got[0] != '0' || got[len(got)-1] != 'J' {
+		t.Errorf("fitText = %q, want the ends kept within the width", got)
+	}
+	lines := wrapText("flash verify failed at 0x10000 replug the board and retry", w*2, size, style, 2)
+	if len(lines) != 2 {
+		t.Fatalf("wrapText = %q, want 2 lines", lines)
+	}
+	for _, l := range lines {
+		if fyne.MeasureText(l, size, style).Width > w*2 {
+			t.Errorf("line %q is wider than %v", l, w*2)
+		}
+	}
+	if l := lines[1]; l[len(l)-len("…"):] != "…" {
+		t.Errorf("last line %q does not end with an ellipsis", l)
+	}
+}
