@@ -34,8 +34,19 @@ Faults (--fault, repeatable) make a slot misbehave, as SLOT=FAULT[,FAULT...]:
   slow=D          delay every response by D (e.g. 20ms)
   slow-erase=D    add D per 4 KiB sector erased
 
+The hands of an operator: DIR/control is a unix socket taking one command per
+line, answered "ok" or "error: ...":
+  unplug N    pull the device of slot N (0-based)
+  plug N      plug a new device (new MAC, blank flash) into slot N
+  replug N    plug the same device back into slot N
+--cycle D swaps each device for a new one D after it booted the firmware a
+station wrote (and a device the station left alone for a while, done before
+or failed), as an operator working a jig; --plug-delay D starts with empty
+slots and plugs a device into one slot after the other, D apart.
+
 Examples:
   station sim --protocol esp --count 4 --dir /tmp/sim
+  station sim --count 16 --cycle 3s --plug-delay 500ms --dir /tmp/sim
   station sim --count 8 --chip esp32s3 --fault S03=unplug@40 --dir /tmp/sim
 `
 
@@ -45,6 +56,7 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 	var (
 		protocol, dir, chip string
 		count               int
+		cycle, plugDelay    time.Duration
 		faults              faultFlags
 		asJSON              bool
 		lf                  logFlags
@@ -54,6 +66,8 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 	fs.StringVar(&dir, "dir", "", "`folder` for the ports and the fixture file (default: a new temporary folder)")
 	fs.StringVar(&chip, "chip", "esp32", "the simulated `chip`: esp32 or esp32s3")
 	fs.Var(&faults, "fault", "`SLOT=FAULT` to inject (repeatable; see above)")
+	fs.DurationVar(&cycle, "cycle", 0, "swap each device for a new one this `long` after it booted its new firmware (0: never)")
+	fs.DurationVar(&plugDelay, "plug-delay", 0, "start with empty slots and plug a device in every `interval` (0: all plugged at start)")
 	fs.BoolVar(&asJSON, "json", false, "print the devices as JSON")
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -83,13 +97,32 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 	if err := writeFixture(fixturePath, fx); err != nil {
 		return err
 	}
+	model, err := parseModel(chip)
+	if err != nil {
+		return err
+	}
+	seeds := &sim.Seeds{Next: time.Now().UnixNano()}
+	bench := sim.NewBench(fleet.Devices(), func(int) sim.Config { return sim.Config{Model: model, Seed: seeds.Take()} }, logger)
+	control := filepath.Join(dir, "control")
+	ln, err := sim.ListenControl(control)
+	if err != nil {
+		return err
+	}
+	go bench.ServeControl(ctx, ln)
+	if plugDelay > 0 {
+		for i := range fleet.Devices() {
+			if err := bench.Unplug(i); err != nil {
+				return err
+			}
+		}
+	}
 	if asJSON {
 		var devs []map[string]string
 		for i, d := range fleet.Devices() {
 			devs = append(devs, map[string]string{"slot": fx.Slots[i].Name, "port": d.Port(), "lines": d.Lines(), "mac": d.MAC().String()})
 		}
 		enc := json.NewEncoder(m.Stdout)
-		if err := enc.Encode(map[string]any{"fixture": fixturePath, "devices": devs}); err != nil {
+		if err := enc.Encode(map[string]any{"fixture": fixturePath, "control": control, "devices": devs}); err != nil {
 			return err
 		}
 	} else {
@@ -97,7 +130,13 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 		for i, d := range fleet.Devices() {
 			fmt.Fprintf(m.Stdout, "  %-4s %s  MAC %s  (modem lines: %s)\n", fx.Slots[i].Name, d.Port(), d.MAC(), d.Lines())
 		}
-		fmt.Fprintf(m.Stdout, "fixture file: %s\n", fixturePath)
+		fmt.Fprintf(m.Stdout, "fixture file: %s\ncontrol socket: %s\n", fixturePath, control)
+	}
+	if plugDelay > 0 {
+		go bench.PlugInTurn(ctx, plugDelay)
+	}
+	if cycle > 0 {
+		go bench.Cycle(ctx, cycle, max(10*time.Second, 2*cycle))
 	}
 	<-ctx.Done()
 	return nil

@@ -67,6 +67,7 @@ Commands:
   dms       serve the device-management service (DMS) over HTTP, or claim
             a device with an activation token ("station dms claim")
   run       run a work order on the devices of a fixture, unattended
+  serve     the station daemon: the API the kiosk uses, hot-plug, sync
   sim       start simulated devices on pseudo-terminals for trying by hand
   version   print the version
 
@@ -96,6 +97,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.dmsCmd(ctx, rest)
 	case "run":
 		return m.runCmd(ctx, rest)
+	case "serve":
+		return m.serve(ctx, rest)
 	case "sim":
 		return m.sim(ctx, rest)
 	case "version", "--version", "-version":

@@ -1,0 +1,878 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/station-dev/station/flasher"
+	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/journal"
+	"github.com/station-dev/station/station/localapi"
+)
+
+// opError is an error for the operator: its message says what happened
+// and what to do; it matches its localapi sentinel (and its cause).
+type opError struct {
+	kind  error
+	cause error
+	msg   string
+}
+
+func (e *opError) Error() string { return e.msg }
+
+func (e *opError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.cause}
+}
+
+func opErr(kind error, format string, args ...any) error {
+	return &opError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// State returns the whole state now.
+func (d *Daemon) State(ctx context.Context) localapi.State {
+	snap := d.bus.Snapshot()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stateLocked(snap)
+}
+
+func (d *Daemon) stateLocked(snap []jobs.SlotState) localapi.State {
+	st := localapi.State{
+		Station: d.cfg.Station, Version: d.version, Run: d.run, Counts: d.counts,
+		Slots: d.slotsLocked(snap), DMS: d.dmsLink(), Printer: d.printer.state(),
+		Alerts: d.alertsLocked(), Time: time.Now().UTC(),
+	}
+	if d.wo != nil {
+		w := d.wo.wo
+		st.WorkOrder = &localapi.WorkOrder{
+			ID: w.ID, Product: w.Product.Code, ProductName: w.Product.Name, PartNumber: w.Product.PartNumber,
+			BundleVersion: w.Bundle.Version, BundleTag: string(w.Bundle.Tag), Quantity: w.Quantity,
+		}
+	}
+	if d.operator != nil {
+		op := *d.operator
+		st.Operator = &op
+	}
+	return st
+}
+
+// slotsLocked maps the bus's slots and what hot-plug knows to the
+// operator's view. Call with d.mu held.
+func (d *Daemon) slotsLocked(snap []jobs.SlotState) []localapi.Slot {
+	bus := make(map[string]jobs.SlotState, len(snap))
+	for _, s := range snap {
+		bus[s.Slot] = s
+	}
+	out := make([]localapi.Slot, 0, len(d.order))
+	for _, name := range d.order {
+		out = append(out, d.slotView(d.slots[name], bus[name]))
+	}
+	return out
+}
+
+func (d *Daemon) slotView(s *slotState, b jobs.SlotState) localapi.Slot {
+	v := localapi.Slot{Name: s.spec.Name}
+	changed := s.changed
+	if b.Updated.After(changed) {
+		changed = b.Updated
+	}
+	v.Seq = changed.UnixNano()
+	switch {
+	case s.busy && s.started:
+		v.Status = localapi.SlotRunning
+		v.Reason = b.Message
+		if b.Waiting != "" {
+			v.Status, v.Reason = localapi.SlotWaiting, b.Waiting
+		}
+		v.Step, v.Device, v.Serial, v.Started = string(b.Step), string(b.Device), b.Serial, b.Started
+		if b.Total > 0 {
+			v.Progress = float64(b.Done) / float64(b.Total)
+		}
+	case s.busy:
+		v.Status = localapi.SlotReady
+		v.Reason = fmt.Sprintf("waiting for a free place: at most %d devices are worked on at once", cap(d.sem))
+		v.Seq = s.changed.UnixNano()
+	case s.skipped != "":
+		v.Status, v.Reason = localapi.SlotSkipped, s.skipped
+		v.Device, v.Serial = string(s.res.Device), s.res.Serial
+		v.Seq = s.changed.UnixNano()
+	case s.held:
+		v.Device, v.Serial, v.Started, v.Elapsed = string(s.res.Device), s.res.Serial, b.Started, s.res.Duration
+		v.Reason = s.res.Message
+		switch s.res.Outcome {
+		case jobs.OutcomePassed:
+			v.Status, v.Reason = localapi.SlotPassed, ""
+		case jobs.OutcomeAlreadyDone:
+			v.Status = localapi.SlotPassed
+		case jobs.OutcomeSkipped:
+			v.Status = localapi.SlotSkipped
+		default:
+			v.Status = localapi.SlotFailed
+		}
+		if s.override != "" {
+			v.Status, v.Reason = localapi.SlotPassed, s.override
+		}
+	case s.present:
+		v.Status = localapi.SlotReady
+		switch {
+		case d.wo == nil:
+			v.Reason = "load a work order"
+		case d.run == localapi.RunComplete:
+			v.Reason = "the work order is complete"
+		case d.run == localapi.RunReady:
+			v.Reason = "press Start"
+		case d.run == localapi.RunPaused:
+			v.Reason = "paused"
+		}
+		v.Seq = s.changed.UnixNano()
+	default:
+		v.Status = localapi.SlotEmpty
+		v.Seq = s.changed.UnixNano()
+	}
+	return v
+}
+
+func (d *Daemon) dmsLink() localapi.Link {
+	if d.syncer == nil {
+		return localapi.Link{OK: true}
+	}
+	st := d.syncer.State()
+	l := localapi.Link{OK: st.Online}
+	switch {
+	case !st.Online && st.LastError != "":
+		l.Detail = st.LastError
+		if st.Lag > 0 {
+			l.Detail += fmt.Sprintf(" (%d events waiting to sync)", st.Lag)
+		}
+	case !st.Online:
+		l.Detail = "connecting"
+	case st.Lag > 0:
+		l.Detail = fmt.Sprintf("%d events waiting to sync", st.Lag)
+	}
+	return l
+}
+
+// alertsLocked says what the operator must know now, most urgent first.
+func (d *Daemon) alertsLocked() []localapi.Alert {
+	var errs, warns, infos []localapi.Alert
+	tokenSpent := false
+	for _, name := range d.order {
+		s := d.slots[name]
+		if !s.held || s.override != "" || s.skipped != "" || s.res.Outcome != jobs.OutcomeFailed {
+			continue
+		}
+		if errors.Is(s.res.Err, jobs.ErrTokenSpent) {
+			tokenSpent = true
+		}
+		warns = append(warns, localapi.Alert{Level: localapi.AlertWarning, Code: "device_failed", Slot: name,
+			Message: fmt.Sprintf("Slot %s failed: %s", name, s.res.Message)})
+	}
+	if tokenSpent {
+		errs = append(errs, localapi.Alert{Level: localapi.AlertError, Code: "token_spent",
+			Message: "The activation token has no claims left: ask the product owner for a new token, then retry"})
+	}
+	if d.syncer != nil {
+		st := d.syncer.State()
+		if !st.Online && st.LastError != "" {
+			errs = append(errs, localapi.Alert{Level: localapi.AlertError, Code: "dms_offline",
+				Message: fmt.Sprintf("The DMS cannot be reached (%s). Devices keep flashing; the steps that need the DMS wait for it, and %d events wait in the journal.", st.LastError, st.Lag)})
+		}
+	}
+	if p := d.printer.state(); !p.OK {
+		errs = append(errs, localapi.Alert{Level: localapi.AlertError, Code: "printer",
+			Message: "The label printer failed (" + p.Detail + "): check its paper and ribbon, then reprint the slot's label"})
+	}
+	if d.progress != "" {
+		infos = append(infos, localapi.Alert{Level: localapi.AlertInfo, Code: "loading", Message: d.progress})
+	}
+	if d.run == localapi.RunComplete && d.wo != nil {
+		infos = append(infos, localapi.Alert{Level: localapi.AlertInfo, Code: "complete",
+			Message: fmt.Sprintf("Work order %s is complete: %d of %d devices done", d.wo.wo.ID, d.counts.Done, d.wo.wo.Quantity)})
+	}
+	return slices.Concat(errs, warns, infos)
+}
+
+// Watch returns the stream of events: a "state" event first, then "slot"
+// events as slots change and "alert" events when the header changes. The
+// channel closes when ctx ends. A slow reader loses intermediate states,
+// never the latest: the runner never waits for it.
+func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
+	out := make(chan localapi.Event, 16)
+	sub := d.bus.Subscribe()
+	wake := d.changes.subscribe()
+	go func() {
+		defer close(out)
+		defer sub.Close()
+		defer d.changes.unsubscribe(wake)
+		send := func(e localapi.Event) bool {
+			select {
+			case out <- e:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		first := d.State(ctx)
+		sent := map[string]int64{}
+		for _, s := range first.Slots {
+			sent[s.Name] = s.Seq
+		}
+		header := headerKey(first.Counts, first.Run, first.Alerts)
+		if !send(localapi.Event{Type: "state", State: &first, Time: first.Time}) {
+			return
+		}
+		poll := time.NewTicker(time.Second) // the DMS link changes without telling
+		defer poll.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sub.C():
+				sub.Changes()
+			case <-wake:
+			case <-poll.C:
+			}
+			st := d.State(ctx)
+			counts := st.Counts
+			for _, s := range st.Slots {
+				if sent[s.Name] == s.Seq {
+					continue
+				}
+				sent[s.Name] = s.Seq
+				slot := s
+				if !send(localapi.Event{Type: "slot", Slot: &slot, Counts: &counts, Run: st.Run, Alerts: st.Alerts, Time: st.Time}) {
+					return
+				}
+			}
+			if h := headerKey(st.Counts, st.Run, st.Alerts); h != header {
+				header = h
+				if !send(localapi.Event{Type: "alert", Counts: &counts, Run: st.Run, Alerts: st.Alerts, Time: st.Time}) {
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+func headerKey(c localapi.Counts, run localapi.RunState, alerts []localapi.Alert) string {
+	b, _ := json.Marshal(struct {
+		C localapi.Counts
+		R localapi.RunState
+		A []localapi.Alert
+	}{c, run, alerts})
+	return string(b)
+}
+
+// Load loads a work order by id or scanned barcode.
+func (d *Daemon) Load(ctx context.Context, ref string) error {
+	op, err := d.requireOperator(false)
+	if err != nil {
+		return err
+	}
+	id, err := ParseRef(ref)
+	if err != nil {
+		return &opError{kind: localapi.ErrInvalid, msg: err.Error()}
+	}
+	return d.load(ctx, id, op.Name)
+}
+
+// load fetches work order id, its artifacts, and makes it the station's.
+// operator is empty when the daemon restores it after a restart.
+func (d *Daemon) load(ctx context.Context, id, operator string) error {
+	d.mu.Lock()
+	if d.loading != "" {
+		d.mu.Unlock()
+		return opErr(localapi.ErrState, "work order %s is being loaded: wait for it", d.loading)
+	}
+	if old := d.wo; old != nil {
+		switch {
+		case d.run == localapi.RunRunning || d.run == localapi.RunPaused || d.run == localapi.RunStopping:
+			d.mu.Unlock()
+			return opErr(localapi.ErrAlreadyRuns, "work order %s is %s: a supervisor stops it before another is loaded", old.wo.ID, d.run)
+		case d.anyBusy():
+			d.mu.Unlock()
+			return opErr(localapi.ErrAlreadyRuns, "devices of work order %s are still at work: wait for them", old.wo.ID)
+		}
+	}
+	d.loading, d.progress = id, "Loading work order "+id
+	base := d.base
+	d.mu.Unlock()
+	d.changes.notify()
+	defer func() {
+		d.mu.Lock()
+		d.loading, d.progress = "", ""
+		d.mu.Unlock()
+		d.changes.notify()
+	}()
+
+	say := func(s string) {
+		d.log.Info(s, "work_order", id)
+		d.setProgress(s)
+	}
+	// While the DMS cannot be reached and the station has no copy of the
+	// work order, the operator hears so after a while rather than never.
+	fctx, fcancel := context.WithTimeout(ctx, loadWait)
+	wo, err := d.backend.WorkOrder(fctx, id, say)
+	fcancel()
+	if err != nil {
+		return loadError(id, err)
+	}
+	lctx, cancel := context.WithCancel(base)
+	runner, err := d.backend.Runner(ctx, RunnerRequest{
+		WorkOrder: wo, Fixture: d.fixture, Journal: d.journal, Bus: d.bus, Printer: d.printer,
+		Station: d.cfg.Station, Operator: operator, Logger: d.log, Progress: lineWriter(d.setProgress),
+	})
+	if err != nil {
+		cancel()
+		return loadError(id, err)
+	}
+	runner.Journal = syncingJournal{Journal: d.journal, after: d.nudgeSync}
+	counts, err := d.readCounts(ctx, id)
+	if err != nil {
+		cancel()
+		return err
+	}
+
+	d.mu.Lock()
+	if d.wo != nil {
+		d.wo.cancel()
+	}
+	d.wo = &loaded{wo: wo, runner: runner, ctx: lctx, cancel: cancel}
+	d.run, d.counts = localapi.RunReady, counts
+	for _, s := range d.slots {
+		// The devices in the slots are new to this work order.
+		s.runGen, s.held, s.skipped, s.override = 0, false, "", ""
+		s.res = jobs.Result{}
+		s.changed = time.Now()
+	}
+	d.checkComplete() // complete before: nothing new to journal
+	d.save()
+	d.mu.Unlock()
+	for _, name := range d.order {
+		d.bus.Publish(jobs.SlotState{Slot: name, Status: jobs.SlotIdle, Updated: time.Now()})
+	}
+	if operator != "" {
+		d.note(ctx, operatorEvent(operator, "load_work_order", id, "", nil))
+	}
+	d.note(ctx, journalWorkOrder(id, "loaded", operator, map[string]any{
+		"product": wo.Product.Code, "bundle": wo.Bundle.Version, "quantity": wo.Quantity, "done": counts.Done,
+	}))
+	d.log.Info("work order loaded", "work_order", id, "product", wo.Product.Code, "bundle", wo.Bundle.Version, "quantity", wo.Quantity)
+	d.changes.notify()
+	return nil
+}
+
+func (d *Daemon) setProgress(s string) {
+	d.mu.Lock()
+	d.progress = s
+	d.mu.Unlock()
+	d.changes.notify()
+}
+
+// loadWait bounds the wait for the DMS when loading a work order.
+const loadWait = 30 * time.Second
+
+// lineWriter calls f with every line written to it.
+type lineWriter func(string)
+
+func (f lineWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimSpace(string(p)), "\n") {
+		if line != "" {
+			f(line)
+		}
+	}
+	return len(p), nil
+}
+
+// loadError sorts a failure to load a work order for the API.
+func loadError(id string, err error) error {
+	kind := localapi.ErrWorkOrder
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, jobs.ErrNotFound):
+		kind = localapi.ErrNotFound
+	case errors.Is(err, jobs.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		kind = localapi.ErrUnavailable
+	}
+	return &opError{kind: kind, cause: err, msg: fmt.Sprintf("work order %s cannot be loaded: %v", id, err)}
+}
+
+func (d *Daemon) anyBusy() bool {
+	for _, s := range d.slots {
+		if s.busy {
+			return true
+		}
+	}
+	return false
+}
+
+// readCounts derives the work order's counts from the journal: devices
+// done, failed, and the failed ones a supervisor accepted.
+func (d *Daemon) readCounts(ctx context.Context, id string) (localapi.Counts, error) {
+	st, err := d.journal.WorkOrder(ctx, id)
+	if err != nil {
+		return localapi.Counts{}, err
+	}
+	overrides, err := d.journal.Events(ctx, journal.Filter{WorkOrder: id, Kind: journal.KindOperator, Step: "override"})
+	if err != nil {
+		return localapi.Counts{}, err
+	}
+	accepted := 0
+	seen := map[string]bool{}
+	for _, e := range overrides {
+		if e.Device == "" || seen[e.Device] {
+			continue
+		}
+		seen[e.Device] = true
+		if ds, ok, err := d.journal.Device(ctx, id, e.Device); err == nil && ok && ds.Result == journal.ResultFailed {
+			accepted++
+		}
+	}
+	c := localapi.Counts{Done: st.Done, Passed: st.Done + accepted, Failed: st.Failed - accepted}
+	if n := c.Passed + c.Failed; n > 0 {
+		c.Yield = float64(c.Passed) / float64(n)
+	}
+	return c, nil
+}
+
+// Start works on every plugged device, and every device plugged in from
+// now on.
+func (d *Daemon) Start(ctx context.Context) error {
+	op, err := d.requireOperator(false)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if err := d.needWorkOrder(); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	action := "started"
+	switch d.run {
+	case localapi.RunReady:
+	case localapi.RunPaused:
+		action = "resumed"
+	case localapi.RunRunning:
+		d.mu.Unlock()
+		return opErr(localapi.ErrState, "work order %s is already running", d.wo.wo.ID)
+	case localapi.RunComplete:
+		d.mu.Unlock()
+		return opErr(localapi.ErrState, "work order %s is complete: load the next one", d.wo.wo.ID)
+	default:
+		d.mu.Unlock()
+		return opErr(localapi.ErrState, "work order %s is %s", d.wo.wo.ID, d.run)
+	}
+	d.run = localapi.RunRunning
+	d.save()
+	id := d.wo.wo.ID
+	d.mu.Unlock()
+	d.note(ctx, journalWorkOrder(id, action, op.Name, nil))
+	d.changes.notify()
+	d.schedule()
+	return nil
+}
+
+// Pause lets the devices at work finish and starts no new one.
+func (d *Daemon) Pause(ctx context.Context) error {
+	op, err := d.requireOperator(false)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if err := d.needWorkOrder(); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if d.run != localapi.RunRunning {
+		d.mu.Unlock()
+		return opErr(localapi.ErrState, "work order %s is not running (it is %s)", d.wo.wo.ID, d.run)
+	}
+	d.run = localapi.RunPaused
+	d.save()
+	id := d.wo.wo.ID
+	d.mu.Unlock()
+	d.note(ctx, journalWorkOrder(id, "paused", op.Name, nil))
+	d.changes.notify()
+	return nil
+}
+
+// Stop stops the devices at work (they are journaled as stopped and
+// resume from their last passed step when run again) and unloads the
+// work order. It needs a supervisor.
+func (d *Daemon) Stop(ctx context.Context) error {
+	op, err := d.requireOperator(true)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if err := d.needWorkOrder(); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if d.run == localapi.RunStopping {
+		d.mu.Unlock()
+		return opErr(localapi.ErrState, "work order %s is already stopping", d.wo.wo.ID)
+	}
+	wo := d.wo
+	d.run = localapi.RunStopping
+	d.save()
+	d.mu.Unlock()
+	d.changes.notify()
+	d.note(ctx, operatorEvent(op.Name, "stop", wo.wo.ID, "", nil))
+	wo.cancel()
+	wo.wg.Wait()
+	d.mu.Lock()
+	if d.wo == wo {
+		d.wo = nil
+		d.run = localapi.RunIdle
+		d.counts = localapi.Counts{}
+	}
+	d.save()
+	d.mu.Unlock()
+	d.note(context.WithoutCancel(ctx), journalWorkOrder(wo.wo.ID, "stopped", op.Name, nil))
+	d.changes.notify()
+	return nil
+}
+
+// needWorkOrder returns ErrNoWorkOrder when none is loaded. Call with d.mu
+// held.
+func (d *Daemon) needWorkOrder() error {
+	if d.wo == nil {
+		if d.loading != "" {
+			return opErr(localapi.ErrNoWorkOrder, "work order %s is still loading: wait for it", d.loading)
+		}
+		return opErr(localapi.ErrNoWorkOrder, "no work order is loaded: scan one first")
+	}
+	return nil
+}
+
+// slotLocked returns the named slot. Call with d.mu held.
+func (d *Daemon) slotLocked(name string) (*slotState, error) {
+	s, ok := d.slots[name]
+	if !ok {
+		return nil, opErr(localapi.ErrNotFound, "there is no slot %q in fixture %s", name, d.fixture.Name)
+	}
+	return s, nil
+}
+
+// Retry runs a failed slot's device again, from its last passed step.
+func (d *Daemon) Retry(ctx context.Context, slot string) error {
+	op, err := d.requireOperator(false)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	s, err := d.slotLocked(slot)
+	if err == nil {
+		err = d.needWorkOrder()
+	}
+	switch {
+	case err != nil:
+	case d.run == localapi.RunStopping || d.closing:
+		err = opErr(localapi.ErrState, "the work order is stopping")
+	case s.busy:
+		err = opErr(localapi.ErrNothingToDo, "slot %s is at work", slot)
+	case !s.held || s.res.Outcome != jobs.OutcomeFailed || s.override != "" || s.skipped != "":
+		err = opErr(localapi.ErrNothingToDo, "slot %s has not failed: only a failed device is retried", slot)
+	case !s.present:
+		err = opErr(localapi.ErrState, "slot %s has no device: plug it back in", slot)
+	}
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	device, id := s.res.Device, d.wo.wo.ID
+	d.startSlot(slot)
+	d.mu.Unlock()
+	d.note(ctx, operatorEvent(op.Name, "retry", id, slot, map[string]any{"device": device}))
+	return nil
+}
+
+// Skip leaves a slot's device alone until it is unplugged.
+func (d *Daemon) Skip(ctx context.Context, slot string) error {
+	op, err := d.requireOperator(false)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	s, err := d.slotLocked(slot)
+	switch {
+	case err != nil:
+	case s.busy:
+		err = opErr(localapi.ErrState, "slot %s is at work: wait for it to end", slot)
+	case !s.present:
+		err = opErr(localapi.ErrNothingToDo, "slot %s has no device", slot)
+	case s.skipped != "":
+		err = opErr(localapi.ErrNothingToDo, "slot %s is skipped already", slot)
+	}
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	s.skipped = "skipped by " + op.Name + ": unplug the device"
+	s.runGen = s.gen // never started for this plugging
+	s.changed = time.Now()
+	id := ""
+	if d.wo != nil {
+		id = d.wo.wo.ID
+	}
+	device := s.res.Device
+	d.mu.Unlock()
+	d.note(ctx, operatorEvent(op.Name, "skip", id, slot, map[string]any{"device": device}))
+	d.changes.notify()
+	return nil
+}
+
+// Override accepts a failed device, with the supervisor's reason
+// journaled.
+func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
+	op, err := d.requireOperator(true)
+	if err != nil {
+		return err
+	}
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return opErr(localapi.ErrInvalid, "give the reason the failed device is accepted: it goes in the journal")
+	}
+	d.mu.Lock()
+	s, err := d.slotLocked(slot)
+	if err == nil {
+		err = d.needWorkOrder()
+	}
+	switch {
+	case err != nil:
+	case s.busy || !s.held || s.res.Outcome != jobs.OutcomeFailed:
+		err = opErr(localapi.ErrNothingToDo, "slot %s has no failed device to accept", slot)
+	case s.override != "":
+		err = opErr(localapi.ErrNothingToDo, "slot %s was accepted already", slot)
+	}
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	s.override = fmt.Sprintf("accepted by %s: %s", op.Name, reason)
+	s.changed = time.Now()
+	id, device, step := d.wo.wo.ID, s.res.Device, s.res.Step
+	d.mu.Unlock()
+	e := operatorEvent(op.Name, "override", id, slot, map[string]any{"reason": reason, "failed_step": step})
+	e.Device = string(device)
+	d.note(ctx, e)
+	if counts, err := d.readCounts(ctx, id); err == nil {
+		d.mu.Lock()
+		if d.wo != nil && d.wo.wo.ID == id {
+			d.counts = counts
+		}
+		d.mu.Unlock()
+	}
+	d.changes.notify()
+	return nil
+}
+
+// Reprint prints the label of the slot's last device again, rebuilt from
+// the journal: the label step's serial, template, copies and date, and
+// the loaded work order's product and bundle.
+func (d *Daemon) Reprint(ctx context.Context, slot string) error {
+	op, err := d.requireOperator(false)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	_, err = d.slotLocked(slot)
+	if err == nil {
+		err = d.needWorkOrder()
+	}
+	var wo jobs.WorkOrder
+	if err == nil {
+		wo = d.wo.wo
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	l, err := d.labelFromJournal(ctx, wo, slot)
+	if err != nil {
+		return err
+	}
+	if err := d.printer.Print(ctx, l); err != nil {
+		d.changes.notify()
+		return fmt.Errorf("reprint the label of %s: %w", l.Serial, err)
+	}
+	e := operatorEvent(op.Name, "reprint", wo.ID, slot, map[string]any{"serial": l.Serial})
+	e.Device = string(l.HardwareID)
+	d.note(ctx, e)
+	d.changes.notify()
+	return nil
+}
+
+// labelFromJournal rebuilds the last label printed on slot.
+func (d *Daemon) labelFromJournal(ctx context.Context, wo jobs.WorkOrder, slot string) (jobs.Label, error) {
+	last, ok, err := d.journal.LastOnSlot(ctx, wo.ID, slot)
+	if err != nil {
+		return jobs.Label{}, err
+	}
+	if !ok || !slices.Contains(last.Passed, string(jobs.StepLabel)) {
+		return jobs.Label{}, opErr(localapi.ErrNothingToDo, "no label was printed for the last device of work order %s on slot %s", wo.ID, slot)
+	}
+	events, err := d.journal.Events(ctx, journal.Filter{WorkOrder: wo.ID, Device: last.Device, Kind: journal.KindStep,
+		Step: string(jobs.StepLabel), Status: journal.StatusPassed})
+	if err != nil {
+		return jobs.Label{}, err
+	}
+	if len(events) == 0 {
+		return jobs.Label{}, opErr(localapi.ErrNothingToDo, "no label was printed for device %s", last.Device)
+	}
+	e := events[len(events)-1]
+	var data struct {
+		Serial   string `json:"serial"`
+		Template string `json:"template"`
+		Copies   int    `json:"copies"`
+	}
+	if err := json.Unmarshal(e.Data, &data); err != nil || data.Serial == "" {
+		return jobs.Label{}, fmt.Errorf("the journal's label record of device %s cannot be read: %v", last.Device, err)
+	}
+	return jobs.Label{
+		Template: data.Template, Copies: max(data.Copies, 1), WorkOrder: wo.ID,
+		Product: wo.Product.Code, ProductName: wo.Product.Name, PartNumber: wo.Product.PartNumber,
+		Serial: data.Serial, HardwareID: flasher.HardwareID(last.Device), FirmwareVersion: wo.Bundle.Version,
+		Date: e.Time, Station: e.Station, Slot: e.Slot,
+	}, nil
+}
+
+// Devices lists devices for the QA view.
+func (d *Daemon) Devices(ctx context.Context, q localapi.DeviceQuery) ([]localapi.DeviceRow, error) {
+	ids := []string{q.WorkOrder}
+	if q.WorkOrder == "" {
+		wos, err := d.journal.WorkOrders(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ids = ids[:0]
+		for _, w := range wos {
+			ids = append(ids, w.ID)
+		}
+	}
+	var rows []localapi.DeviceRow
+	for _, id := range ids {
+		devs, err := d.journal.Devices(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, ds := range devs {
+			if !matches(ds, q) {
+				continue
+			}
+			rows = append(rows, localapi.DeviceRow{
+				WorkOrder: ds.WorkOrder, Device: ds.Device, Serial: ds.Serial, Slot: ds.Slot, Result: string(ds.Result),
+				LastStep: ds.LastStep, LastError: ds.LastError, Attempts: ds.Attempts[string(jobs.StepIdentify)],
+				First: ds.First, Last: ds.Last,
+			})
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b localapi.DeviceRow) int { return b.Last.Compare(a.Last) })
+	if q.Limit > 0 && len(rows) > q.Limit {
+		rows = rows[:q.Limit]
+	}
+	return rows, nil
+}
+
+func matches(ds journal.DeviceState, q localapi.DeviceQuery) bool {
+	if q.Device != "" {
+		needle := strings.ToLower(q.Device)
+		if !strings.Contains(strings.ToLower(ds.Device), needle) && !strings.Contains(strings.ToLower(ds.Serial), needle) {
+			return false
+		}
+	}
+	switch {
+	case q.Result != "" && string(ds.Result) != q.Result:
+		return false
+	case !q.Since.IsZero() && ds.Last.Before(q.Since):
+		return false
+	case !q.Until.IsZero() && !ds.First.Before(q.Until):
+		return false
+	}
+	return true
+}
+
+// DeviceLog returns the step events of a device (hardware id or serial).
+func (d *Daemon) DeviceLog(ctx context.Context, device string) ([]localapi.LogLine, error) {
+	events, err := d.journal.Events(ctx, journal.Filter{Device: device, Kind: journal.KindStep})
+	if err != nil {
+		return nil, err
+	}
+	if len(events) == 0 {
+		rows, err := d.Devices(ctx, localapi.DeviceQuery{Device: device})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if strings.EqualFold(r.Serial, device) {
+				events, err = d.journal.Events(ctx, journal.Filter{Device: r.Device, Kind: journal.KindStep})
+				if err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+	}
+	if len(events) == 0 {
+		return nil, opErr(localapi.ErrNotFound, "the journal holds no device %q: check its hardware id or serial", device)
+	}
+	out := make([]localapi.LogLine, 0, len(events))
+	for _, e := range events {
+		out = append(out, localapi.LogLine{Seq: e.Seq, Time: e.Time, WorkOrder: e.WorkOrder, Slot: e.Slot, Step: e.Step,
+			Status: string(e.Status), Attempt: e.Attempt, Duration: e.Duration, Operator: e.Operator, Message: e.Error})
+	}
+	return out, nil
+}
+
+// Export writes the selected devices' events as JSON lines. The journal
+// redacts secrets when it writes them.
+func (d *Daemon) Export(ctx context.Context, q localapi.DeviceQuery, w io.Writer) error {
+	rows, err := d.Devices(ctx, q)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		events, err := d.journal.Events(ctx, journal.Filter{WorkOrder: r.WorkOrder, Device: r.Device})
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			if err := enc.Encode(e); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// journalWorkOrder is a work order event.
+func journalWorkOrder(id, action, operator string, data map[string]any) journal.Event {
+	e := journal.Event{Kind: journal.KindWorkOrder, WorkOrder: id, Operator: operator, Step: action, Status: journal.StatusInfo}
+	if data != nil {
+		e.Data = mustJSON(data)
+	}
+	return e
+}
+
+// operatorEvent is an operator's action.
+func operatorEvent(operator, action, workOrder, slot string, data map[string]any) journal.Event {
+	e := journal.Event{Kind: journal.KindOperator, Operator: operator, Step: action, Status: journal.StatusInfo,
+		WorkOrder: workOrder, Slot: slot}
+	if data != nil {
+		e.Data = mustJSON(data)
+	}
+	return e
+}
