@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/station-dev/station/fixtures"
@@ -57,7 +58,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		configPath, socket, workOrder, dir string
 		simulate                           int
 		cycle, plugDelay                   time.Duration
-		asJSON                             bool
+		imageSize                          string
+		faults                             multiFlag
+		asJSON, idle                       bool
 		lf                                 logFlags
 	)
 	fs.StringVar(&configPath, "config", "", "the station's configuration `file` (YAML; see docs/station-yaml.md)")
@@ -65,7 +68,10 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	fs.IntVar(&simulate, "simulate", 0, "run `N` simulated devices and an embedded DMS (a demo station; no hardware)")
 	fs.DurationVar(&cycle, "cycle", 0, "with --simulate: swap each device for a new one this `long` after it booted its new firmware")
 	fs.DurationVar(&plugDelay, "plug-delay", 0, "with --simulate: start with empty slots and plug a device in every `interval`")
+	fs.StringVar(&imageSize, "image-size", "", "with --simulate: `size` of the demo firmware (default 256KiB)")
+	fs.Var(&faults, "fault", "with --simulate: `SLOT=FAULT` to inject, as for station sim (repeatable)")
 	fs.StringVar(&dir, "dir", "", "with --simulate and no --config: the `folder` for the journal, the simulation and the socket (default: a new temporary folder)")
+	fs.BoolVar(&idle, "idle", false, "with --simulate: start with no work order loaded, for the operator to scan one")
 	fs.StringVar(&workOrder, "work-order", "", "load this work order `id` at start (unless the station was running another before a restart)")
 	fs.BoolVar(&asJSON, "json", false, "print the startup line as JSON (socket path, station, slots)")
 	lf.register(fs)
@@ -109,8 +115,16 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		if plugDelay > 0 {
 			s.PlugDelay = fixtures.Duration(plugDelay)
 		}
-	} else if cycle > 0 || plugDelay > 0 {
-		return usageErr("--cycle and --plug-delay go with --simulate")
+		if imageSize != "" {
+			size, err := fixtures.ParseSize(imageSize)
+			if err != nil || size < 4096 || size > 3<<20 {
+				return usageErr("--image-size %q: give a size between 4KiB and 3MiB, e.g. 1MiB", imageSize)
+			}
+			s.ImageSize = size
+		}
+		s.Faults = append(s.Faults, faults...)
+	} else if cycle > 0 || plugDelay > 0 || imageSize != "" || len(faults) > 0 {
+		return usageErr("--cycle, --plug-delay, --image-size and --fault go with --simulate")
 	}
 	if socket != "" {
 		if socket, err = filepath.Abs(socket); err != nil {
@@ -135,6 +149,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		}
 		defer simu.Close()
 		simu.Configure(&cfg)
+		if idle && workOrder == "" {
+			cfg.WorkOrder = ""
+		}
 		cfg.Simulate = nil // the simulation stands in for the fixture and the DMS
 		if s.PlugDelay > 0 {
 			if err := simu.EmptySlots(); err != nil {
@@ -201,5 +218,16 @@ func (m *Main) serveBanner(asJSON bool, configPath string, cfg daemon.Config, d 
 			fmt.Fprintln(m.Stdout, `operators: "Operator" PIN 1234, "Supervisor" PIN 0000`)
 		}
 	}
+	return nil
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (f *multiFlag) String() string { return strings.Join(*f, ",") }
+
+// Set adds one value.
+func (f *multiFlag) Set(v string) error {
+	*f = append(*f, v)
 	return nil
 }

@@ -220,7 +220,13 @@ func StartSimulation(ctx context.Context, dir, station string, spec daemon.Simul
 	if s.DMSURL, err = serveDMS(seed.svc, logger, &s.closers); err != nil {
 		return nil, err
 	}
-	fleet, fx, err := startSimFleet(ctx, filepath.Join(dir, "dev"), spec.Devices, spec.Chip, nil, logger)
+	faults := faultFlags{}
+	for _, f := range spec.Faults {
+		if err := faults.Set(f); err != nil {
+			return nil, fmt.Errorf("simulate.faults: %w", err)
+		}
+	}
+	fleet, fx, err := startSimFleet(ctx, filepath.Join(dir, "dev"), spec.Devices, spec.Chip, faults, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,35 @@ type Options struct {
 	ExportDir string
 }
 
+// latencies keeps the last changes' latencies.
+type latencies struct {
+	ring []time.Duration
+	next int
+}
+
+// latencyWindow bounds the latencies kept.
+const latencyWindow = 100_000
+
+func (l *latencies) add(ds []time.Duration) {
+	for _, d := range ds {
+		if len(l.ring) < latencyWindow {
+			l.ring = append(l.ring, d)
+			continue
+		}
+		l.ring[l.next] = d
+		l.next = (l.next + 1) % latencyWindow
+	}
+}
+
+func (l *latencies) median() (time.Duration, int) {
+	if len(l.ring) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(l.ring)
+	slices.Sort(s)
+	return s[len(s)/2], len(s)
+}
+
 // Stats count the kiosk's work, for tests and benchmarks.
 type Stats struct {
 	// Events is the number of stream events applied to the model.
@@ -68,6 +97,8 @@ type Kiosk struct {
 	log  *slog.Logger
 	opts Options
 	m    *model
+	// latency is guarded by hookMu.
+	latency latencies
 
 	ctxMu sync.Mutex
 	ctx   context.Context // Run's; commands run under it
@@ -159,6 +190,16 @@ func (k *Kiosk) OnApplied(f func(seq map[string]int64)) {
 	k.hookMu.Lock()
 	defer k.hookMu.Unlock()
 	k.onApplied = f
+}
+
+// Latency returns the median time from a slot's change in the daemon
+// (Slot.Changed) to its drawing, over the last changes drawn, and how many
+// changes that median covers. Both clocks are the machine's own: the
+// kiosk and the daemon run on one station.
+func (k *Kiosk) Latency() (median time.Duration, n int) {
+	k.hookMu.Lock()
+	defer k.hookMu.Unlock()
+	return k.latency.median()
 }
 
 // Stats returns the kiosk's counters.
@@ -269,12 +310,19 @@ func (k *Kiosk) apply(c change, now time.Time, second bool) {
 		updated = len(seq)
 	} else if len(c.slots) > 0 {
 		seq = make(map[string]int64, len(c.slots))
+		var lat []time.Duration
 		for _, s := range c.slots {
 			if t := k.tiles[s.Name]; t != nil && t.set(s, now) {
 				updated++
 			}
 			seq[s.Name] = s.Seq
+			if !s.Changed.IsZero() {
+				lat = append(lat, now.Sub(s.Changed))
+			}
 		}
+		k.hookMu.Lock()
+		k.latency.add(lat)
+		k.hookMu.Unlock()
 	}
 	if c.header {
 		k.header.update(c.state)

@@ -68,6 +68,9 @@ type Simulate struct {
 	// PlugDelay, when set, starts with empty slots and plugs a device
 	// into one slot after the other, this far apart.
 	PlugDelay fixtures.Duration `yaml:"plug_delay,omitempty"`
+	// Faults injects faults into slots, as station sim --fault does:
+	// "S06=write-error@50", "S03=unplug@40".
+	Faults []string `yaml:"faults,omitempty"`
 	// Dir is the folder of the simulation (DMS, ports, fixture);
 	// default "simulation" next to the journal.
 	Dir string `yaml:"dir,omitempty"`

@@ -138,6 +138,7 @@ func (d *Daemon) slotView(s *slotState, b jobs.SlotState) localapi.Slot {
 		v.Status = localapi.SlotEmpty
 		v.Seq = s.changed.UnixNano()
 	}
+	v.Changed = time.Unix(0, v.Seq)
 	return v
 }
 
@@ -227,6 +228,7 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 			sent[s.Name] = s.Seq
 		}
 		header := headerKey(first.Counts, first.Run, first.Alerts)
+		operator := operatorKey(first.Operator)
 		if !send(localapi.Event{Type: "state", State: &first, Time: first.Time}) {
 			return
 		}
@@ -242,6 +244,20 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 			case <-poll.C:
 			}
 			st := d.State(ctx)
+			if op := operatorKey(st.Operator); op != operator {
+				// Someone signed in or out, here or on another client:
+				// the whole state, which carries the operator.
+				operator = op
+				all := st
+				if !send(localapi.Event{Type: "state", State: &all, Time: st.Time}) {
+					return
+				}
+				for _, s := range st.Slots {
+					sent[s.Name] = s.Seq
+				}
+				header = headerKey(st.Counts, st.Run, st.Alerts)
+				continue
+			}
 			counts := st.Counts
 			for _, s := range st.Slots {
 				if sent[s.Name] == s.Seq {
@@ -262,6 +278,14 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 		}
 	}()
 	return out
+}
+
+// operatorKey tells sign-ins apart.
+func operatorKey(op *localapi.Operator) string {
+	if op == nil {
+		return ""
+	}
+	return op.Name + "\x00" + op.Since.String()
 }
 
 func headerKey(c localapi.Counts, run localapi.RunState, alerts []localapi.Alert) string {

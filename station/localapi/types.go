@@ -123,6 +123,9 @@ type Slot struct {
 	Reason string `json:"reason,omitempty"`
 	// Seq increases with every change of the slot.
 	Seq int64 `json:"seq"`
+	// Changed is when the slot last changed, on the daemon's clock: the
+	// kiosk measures how long a change takes to reach the screen.
+	Changed time.Time `json:"changed,omitzero"`
 }
 
 // Link is the state of a connection the station needs.

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,7 @@ func run(args []string, log *slog.Logger) error {
 	addr := fs.String("api", defAPI, "the daemon's local API: unix:/path/api.sock or http://127.0.0.1:PORT (env STATION_API)")
 	keyFile := fs.String("key-file", "", "file holding the loopback API key (for an http:// address)")
 	windowed := fs.Bool("windowed", false, "show a window instead of the full screen")
+	statsFile := fs.String("stats", "", "at exit, write the kiosk's counters and its median change-to-screen latency to this `file` (JSON), for scripts/bench")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -80,5 +82,25 @@ func run(args []string, log *slog.Logger) error {
 	k.Run(ctx)
 	a.Run()
 	log.Info("kiosk closed")
+	if *statsFile != "" {
+		return writeStats(*statsFile, k)
+	}
+	return nil
+}
+
+// writeStats writes the kiosk's counters and latency as JSON.
+func writeStats(path string, k *ui.Kiosk) error {
+	st := k.Stats()
+	median, n := k.Latency()
+	b, err := json.MarshalIndent(map[string]any{
+		"events": st.Events, "draws": st.Draws, "slot_updates": st.SlotUpdates, "full_redraws": st.FullRedraws,
+		"latency_median_ms": float64(median.Microseconds()) / 1000, "latency_samples": n,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write the stats: %w", err)
+	}
 	return nil
 }
