@@ -192,3 +192,16 @@ func TestFitAndWrapText(t *testing.T) {
 		t.Errorf("last line %q does not end with an ellipsis", l)
 	}
 }
+
+func TestOperatorPart(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"slot S06, device 24:0a:c4:ef:e0:00, step flash: esp 24:0a:c4:ef:e0:00: FLASH_DEFL_DATA refused by the ROM: flash write failed. Retry once.", "Flash write failed. Retry once."},
+		{"slot S02, step flash: unplug and replug the board", "slot S02, step flash: unplug and replug the board"},
+		{"press Start", "press Start"},
+		{"waiting for the DMS: x", "waiting for the DMS: x"},
+	} {
+		if got := operatorPart(c.in); got != c.want {
+			t.Errorf("operatorPart(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -187,7 +187,7 @@ func (t *tile) fitTexts() {
 		serial = "SN " + t.slot.Serial
 	}
 	t.setText(t.serial, fitText(serial, w, t.serial.TextSize, t.serial.TextStyle))
-	lines := wrapText(t.slot.Reason, w, t.reason[0].TextSize, t.reason[0].TextStyle, len(t.reason))
+	lines := wrapText(operatorPart(t.slot.Reason), w, t.reason[0].TextSize, t.reason[0].TextStyle, len(t.reason))
 	for i, o := range t.reason {
 		l := ""
 		if i < len(lines) {
@@ -336,4 +336,17 @@ func gridColumns(n int) int {
 		return int(math.Ceil(math.Sqrt(float64(n))))
 	}
 	return int(math.Ceil(math.Sqrt(float64(2 * n))))
+}
+
+// operatorPart keeps the end of a failure's explanation for the tile: the
+// daemon's reasons run from where (slot, device, step) through the
+// protocol's details to what happened and what to do, and a tile has room
+// for two lines. The device view shows it whole.
+func operatorPart(reason string) string {
+	i := strings.LastIndex(reason, ": ")
+	if len(reason) <= 100 || i < 0 || len(reason)-i < 24 {
+		return reason
+	}
+	rest := reason[i+2:]
+	return strings.ToUpper(rest[:1]) + rest[1:]
 }

@@ -97,6 +97,11 @@ func formatDuration(d time.Duration) string {
 // or, when it sent none, what its code means and what to do.
 func alertWords(a localapi.Alert) string {
 	msg := a.Message
+	if short := operatorPart(msg); a.Code == "device_failed" && a.Slot != "" && short != msg {
+		// The whole chain is in the device view; the banner says what
+		// happened and what to do.
+		return "Slot " + a.Slot + " failed: " + short
+	}
 	if msg == "" {
 		switch a.Code {
 		case "token_spent":
