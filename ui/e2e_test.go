@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,20 +80,7 @@ func e2eKiosk(t *testing.T, sock string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, drawn: make(chan struct{}, 1)}
-	h.k = New(test.NewTempApp(t), client, Options{Logger: slog.New(slog.DiscardHandler), ExportDir: t.TempDir()})
-	h.k.drawn = func() {
-		select {
-		case h.drawn <- struct{}{}:
-		default:
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	t.Cleanup(cancel)
-	h.k.Run(ctx)
-	h.waitFor("the daemon's state", func() bool { return h.k.connected })
-	return h
+	return runKiosk(t, client, Options{})
 }
 
 // allPassed reports that every tile shows a passed device.

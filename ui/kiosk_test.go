@@ -32,16 +32,24 @@ type harness struct {
 
 func newHarness(t testing.TB, c *testController, opts Options) *harness {
 	t.Helper()
-	a := test.NewTempApp(t)
 	d := startDaemon(t, c)
+	h := runKiosk(t, d.client(), opts)
+	h.c, h.d = c, d
+	return h
+}
+
+// runKiosk runs a kiosk on api in Fyne's test driver and waits for its
+// first state.
+func runKiosk(t testing.TB, api API, opts Options) *harness {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.ExportDir == "" {
 		opts.ExportDir = t.TempDir()
 	}
-	h := &harness{t: t, c: c, d: d, drawn: make(chan struct{}, 1)}
-	h.k = New(a, d.client(), opts)
+	h := &harness{t: t, drawn: make(chan struct{}, 1)}
+	h.k = New(test.NewTempApp(t), api, opts)
 	h.k.drawn = func() {
 		select {
 		case h.drawn <- struct{}{}:

@@ -473,13 +473,8 @@ func (d *Daemon) readCounts(ctx context.Context, id string) (localapi.Counts, er
 // Start works on every plugged device, and every device plugged in from
 // now on.
 func (d *Daemon) Start(ctx context.Context) error {
-	op, err := d.requireOperator(false)
+	op, err := d.begin(false)
 	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	if err := d.needWorkOrder(); err != nil {
-		d.mu.Unlock()
 		return err
 	}
 	action := "started"
@@ -507,15 +502,26 @@ func (d *Daemon) Start(ctx context.Context) error {
 	return nil
 }
 
-// Pause lets the devices at work finish and starts no new one.
-func (d *Daemon) Pause(ctx context.Context) error {
-	op, err := d.requireOperator(false)
+// begin starts a command on the loaded work order: it checks who is
+// signed in (a supervisor when supervisor is set) and that a work order is
+// loaded, and returns with d.mu held.
+func (d *Daemon) begin(supervisor bool) (localapi.Operator, error) {
+	op, err := d.requireOperator(supervisor)
 	if err != nil {
-		return err
+		return op, err
 	}
 	d.mu.Lock()
 	if err := d.needWorkOrder(); err != nil {
 		d.mu.Unlock()
+		return op, err
+	}
+	return op, nil
+}
+
+// Pause lets the devices at work finish and starts no new one.
+func (d *Daemon) Pause(ctx context.Context) error {
+	op, err := d.begin(false)
+	if err != nil {
 		return err
 	}
 	if d.run != localapi.RunRunning {
@@ -535,13 +541,8 @@ func (d *Daemon) Pause(ctx context.Context) error {
 // resume from their last passed step when run again) and unloads the
 // work order. It needs a supervisor.
 func (d *Daemon) Stop(ctx context.Context) error {
-	op, err := d.requireOperator(true)
+	op, err := d.begin(true)
 	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	if err := d.needWorkOrder(); err != nil {
-		d.mu.Unlock()
 		return err
 	}
 	if d.run == localapi.RunStopping {
