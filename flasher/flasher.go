@@ -19,6 +19,10 @@ type Device struct {
 	Chip string `json:"chip"`
 	// FlashSize is the size of the device's flash in bytes, 0 if unknown.
 	FlashSize int64 `json:"flash_size,omitempty"`
+	// FlashBase is the address of the flash's first byte in the
+	// device's memory map (0x08000000 on an STM32); 0 where image
+	// addresses are flash offsets (ESP).
+	FlashBase uint64 `json:"flash_base,omitempty"`
 	// Locked reports that device-side protection is already in place
 	// (a burnt eFuse, read-out protection).
 	Locked bool `json:"locked"`

@@ -151,9 +151,10 @@ func (d *deviceRun) preflight(ctx context.Context) (map[string]any, error) {
 		return data, fmt.Errorf("%w: bundle %s has no artifact for %s slots", flasher.ErrUnsupported, wo.Bundle.Version, d.spec.Protocol)
 	}
 	if size := d.dev.FlashSize; size > 0 {
+		base := d.dev.FlashBase
 		for _, s := range img.Segments {
-			if s.End() > uint64(size) {
-				return data, fmt.Errorf("%w: %s ends at %#x, past the end of the device's %d KiB flash", flasher.ErrUnsupported, s.Name, s.End(), size>>10)
+			if s.Addr < base || s.End() > base+uint64(size) {
+				return data, fmt.Errorf("%w: %s (%#x to %#x) is outside the device's %d KiB flash at %#x", flasher.ErrUnsupported, s.Name, s.Addr, s.End(), size>>10, base)
 			}
 		}
 	}
