@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -55,6 +56,7 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	var (
 		devices, baud, parallel int
 		imageSize, chip, dir    string
+		protocol                string
 		locks                   string
 		keep, asJSON            bool
 		faults                  faultFlags
@@ -63,7 +65,8 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	fs.IntVar(&devices, "devices", 8, "how many simulated devices (slots)")
 	fs.StringVar(&imageSize, "image-size", "1MiB", "`size` of the generated firmware image, e.g. 512KiB, 1MiB, 2MiB")
 	fs.IntVar(&baud, "baud", 921600, "serial `speed` after the bootloader handshake")
-	fs.StringVar(&chip, "chip", "esp32", "the simulated `chip`: esp32 or esp32s3")
+	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp (ESP32 ROM bootloader), stm32 (STM32 UART bootloader) or gdb (STM32F405 in QEMU, over the GDB remote protocol)")
+	fs.StringVar(&chip, "chip", "", "the simulated `chip`: esp32 (default) or esp32s3; for stm32 f4 (default), f1, f0, l4 or g0")
 	fs.StringVar(&locks, "lock", "", "comma-separated eFuses to burn as the device lock (default: JTAG_DISABLE on esp32; DIS_PAD_JTAG,ENABLE_SECURITY_DOWNLOAD on esp32s3)")
 	fs.IntVar(&parallel, "parallel", 0, "most slots working at once (default: all)")
 	fs.StringVar(&dir, "dir", "", "work `folder` for the DMS, journal, ports and labels (default: a temporary folder, removed unless --keep)")
@@ -78,16 +81,32 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	sizeSet := false
+	fs.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "image-size" })
+	if protocol == "stm32" && !sizeSet {
+		// The UART bootloader runs at 115200 baud: 1 MiB would take
+		// a minute and a half per device.
+		imageSize = "64KiB"
+	}
 	size, err := fixtures.ParseSize(imageSize)
 	switch {
 	case err != nil:
 		return usageErr("--image-size: %v", err)
 	case size < 4096 || size > 3<<20:
 		return usageErr("--image-size must be between 4KiB and 3MiB (the app partition of a 4 MiB chip)")
+	case protocol != "esp" && size > 1<<20:
+		return usageErr("--image-size must be at most 1MiB for %s (the flash of an STM32F405)", protocol)
 	case devices < 1 || devices > 128:
 		return usageErr("--devices must be between 1 and 128")
 	}
-	lockList := defaultLocks(chip)
+	target, err := targetFor(protocol)
+	if err != nil {
+		return err
+	}
+	if chip == "" && protocol == "esp" {
+		chip = "esp32"
+	}
+	lockList := target.locks(chip)
 	if locks != "" {
 		lockList = strings.Split(locks, ",")
 	}
@@ -101,7 +120,7 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 		}
 	}
 	env, err := setupDemo(ctx, demoSpec{dir: dir, devices: devices, imageSize: int(size), baud: baud,
-		chip: chip, locks: lockList, faults: faults, parallel: parallel}, logger)
+		protocol: protocol, chip: chip, locks: lockList, faults: faults, parallel: parallel}, logger)
 	if err != nil {
 		return err
 	}
@@ -118,7 +137,7 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	nLabels := countFiles(labels, ".zpl")
 	extra := map[string]any{
 		"journal": j.Path(), "dir": dir, "kept": keep || !temporary, "labels": nLabels, "labels_dir": labels,
-		"image_bytes": len(img), "image_zlib_ratio": ratio, "baud": baud, "chip": chip,
+		"image_bytes": len(img), "image_zlib_ratio": ratio, "baud": baud, "chip": chip, "protocol": protocol,
 		"dms": env.link.url, "synced_events": synced.Acked, "unsynced_events": synced.Lag,
 	}
 	human := [][2]string{
@@ -179,11 +198,13 @@ type demoSpec struct {
 	dir       string
 	devices   int
 	imageSize int
-	baud      int
-	chip      string
-	locks     []string
-	faults    faultFlags
-	parallel  int
+	// protocol is the devices' protocol: esp (the default), stm32, gdb.
+	protocol string
+	baud     int
+	chip     string
+	locks    []string
+	faults   faultFlags
+	parallel int
 }
 
 // demoEnv is a demo ready to run: an embedded DMS seeded with a work order,
@@ -193,7 +214,8 @@ type demoEnv struct {
 	image   []byte
 	dms     *dms.Service
 	store   *dms.Store
-	fleet   *sim.Fleet
+	fleet   *sim.Fleet // the simulated ESP chips, for tests; nil for other protocols
+	sim     *simulated
 	journal *journal.Journal
 	batch   *batch
 	labels  string
@@ -203,7 +225,7 @@ type demoEnv struct {
 
 func (e *demoEnv) close() {
 	e.journal.Close()
-	e.fleet.Close()
+	e.sim.close()
 	e.server.Close()
 	e.store.Close()
 }
@@ -257,12 +279,20 @@ func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demo
 		return nil, err
 	}
 
-	fleet, fx, err := startSimFleet(ctx, filepath.Join(spec.dir, "dev"), spec.devices, spec.chip, spec.faults, logger)
-	if err != nil {
-		return nil, err
+	var fx *fixtures.Fixture
+	if spec.protocol == "" || spec.protocol == "esp" {
+		fleet, f, err := startSimFleet(ctx, filepath.Join(spec.dir, "dev"), spec.devices, spec.chip, spec.faults, logger)
+		if err != nil {
+			return nil, err
+		}
+		env.fleet, env.sim, fx = fleet, &simulated{fixture: f, close: fleet.Close}, f
+	} else {
+		if env.sim, err = startSimulated(ctx, spec.protocol, filepath.Join(spec.dir, "dev"), spec.devices, spec.chip, spec.faults, logger); err != nil {
+			return nil, err
+		}
+		fx = env.sim.fixture
 	}
-	closers = append(closers, func() { fleet.Close() })
-	env.fleet = fleet
+	closers = append(closers, func() { env.sim.close() })
 	if err := writeFixture(filepath.Join(spec.dir, "fixture.yaml"), fx); err != nil {
 		return nil, err
 	}
@@ -311,10 +341,15 @@ type demoSeed struct {
 // then writes the work order file (without its token) and the token file
 // for station run. A folder seeded before is reused.
 func seedDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ demoSeed, err error) {
-	// The firmware: a valid ESP-IDF application image whose boot banner
-	// carries its version.
+	// The firmware: for ESP a valid ESP-IDF application image whose
+	// boot banner carries its version; for microcontrollers a raw image
+	// with its version stamped in.
 	const version = "2.3.1"
-	img := sim.ESPAppImage(version, "thermostat", spec.imageSize, 1)
+	target, err := targetFor(spec.protocol)
+	if err != nil {
+		return demoSeed{}, err
+	}
+	img := target.image(version, spec.imageSize)
 	sum := sha256.Sum256(img)
 	if err := os.WriteFile(filepath.Join(spec.dir, "thermostat-app.bin"), img, 0o644); err != nil {
 		return demoSeed{}, err
@@ -345,7 +380,7 @@ func seedDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ demoSe
 			Customer: dms.Customer{ID: "ACME", Name: "Acme Heating"},
 			Product:  jobs.Product{Code: "THERMO", Name: "Smart thermostat", PartNumber: "TH-100-A", Stage: jobs.StageProduction},
 			Bundle: jobs.Bundle{Version: version, Tag: jobs.TagRelease, Artifacts: []jobs.Artifact{{
-				Name: "thermostat-app.bin", Target: "esp", Address: jobs.NewAddress(0x10000), Size: int64(len(img)),
+				Name: "thermostat-app.bin", Target: target.protocol, Address: jobs.NewAddress(target.address), Size: int64(len(img)),
 				SHA256: hex.EncodeToString(sum[:]), Format: "bin", URL: "thermostat-app.bin",
 			}}},
 			Files: map[string][]byte{"thermostat-app.bin": img},

@@ -61,10 +61,10 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 		asJSON              bool
 		lf                  logFlags
 	)
-	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp")
+	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp, stm32 (UART bootloader) or gdb (STM32F405 in QEMU behind its GDB server)")
 	fs.IntVar(&count, "count", 4, "how many devices")
 	fs.StringVar(&dir, "dir", "", "`folder` for the ports and the fixture file (default: a new temporary folder)")
-	fs.StringVar(&chip, "chip", "esp32", "the simulated `chip`: esp32 or esp32s3")
+	fs.StringVar(&chip, "chip", "", "the simulated `chip`: esp32 (default) or esp32s3; for stm32 f4 (default), f1, f0, l4 or g0")
 	fs.Var(&faults, "fault", "`SLOT=FAULT` to inject (repeatable; see above)")
 	fs.DurationVar(&cycle, "cycle", 0, "swap each device for a new one this `long` after it booted its new firmware (0: never)")
 	fs.DurationVar(&plugDelay, "plug-delay", 0, "start with empty slots and plug a device in every `interval` (0: all plugged at start)")
@@ -77,9 +77,6 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if protocol != "esp" {
-		return usageErr("--protocol %q: this station simulates esp devices", protocol)
-	}
 	if count < 1 || count > 256 {
 		return usageErr("--count must be between 1 and 256")
 	}
@@ -87,6 +84,15 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 		if dir, err = os.MkdirTemp("", "station-sim-"); err != nil {
 			return err
 		}
+	}
+	if protocol != "esp" {
+		if cycle > 0 || plugDelay > 0 {
+			return usageErr("--cycle and --plug-delay simulate esp devices only")
+		}
+		return m.simOther(ctx, protocol, dir, count, chip, faults, asJSON, logger)
+	}
+	if chip == "" {
+		chip = "esp32"
 	}
 	fleet, fx, err := startSimFleet(ctx, dir, count, chip, faults, logger)
 	if err != nil {
@@ -137,6 +143,33 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 	}
 	if cycle > 0 {
 		go bench.Cycle(ctx, cycle, max(10*time.Second, 2*cycle))
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// simOther runs simulated devices of a protocol other than esp until ctx
+// ends.
+func (m *Main) simOther(ctx context.Context, protocol, dir string, count int, chip string, faults faultFlags, asJSON bool, logger *slog.Logger) error {
+	s, err := startSimulated(ctx, protocol, dir, count, chip, faults, logger)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	fixturePath := filepath.Join(dir, "fixture.yaml")
+	if err := writeFixture(fixturePath, s.fixture); err != nil {
+		return err
+	}
+	if asJSON {
+		if err := json.NewEncoder(m.Stdout).Encode(map[string]any{"fixture": fixturePath, "protocol": protocol, "devices": s.devices}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(m.Stdout, "%d simulated %s devices (press Ctrl-C to stop):\n", count, protocol)
+		for _, d := range s.devices {
+			fmt.Fprintf(m.Stdout, "  %-4s %s  id %s\n", d.Slot, d.Port, d.ID)
+		}
+		fmt.Fprintf(m.Stdout, "fixture file: %s\n", fixturePath)
 	}
 	<-ctx.Done()
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -174,4 +175,47 @@ func TestDemoFaultsAreIsolatedAndRetryPasses(t *testing.T) {
 		}
 	}
 	assertNoToken(t, dir, out.String())
+}
+
+// TestDemoOtherProtocols runs the whole flow on simulated STM32 UART
+// bootloaders and on STM32F405s in QEMU behind their GDB servers.
+func TestDemoOtherProtocols(t *testing.T) {
+	for _, c := range []struct {
+		protocol string
+		devices  string
+		size     string
+	}{
+		{"stm32", "4", "64KiB"},
+		{"gdb", "3", "256KiB"},
+	} {
+		t.Run(c.protocol, func(t *testing.T) {
+			dir := t.TempDir()
+			stdout, stderr, err := runMain(t, "demo", "--protocol", c.protocol, "--devices", c.devices, "--image-size", c.size, "--json", "--dir", dir)
+			if err != nil {
+				t.Fatalf("station demo --protocol %s = %v\n%s", c.protocol, err, stderr)
+			}
+			var sum demoSummary
+			if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+				t.Fatalf("station demo --json printed %q: %v", stdout, err)
+			}
+			if fmt.Sprint(sum.Devices) != c.devices || sum.Passed != sum.Devices || sum.Failed != 0 {
+				t.Fatalf("station demo --protocol %s: %d devices, %d passed, %d failed; want all %s passed: %+v",
+					c.protocol, sum.Devices, sum.Passed, sum.Failed, c.devices, sum.Results)
+			}
+			j, err := journal.Open(context.Background(), sum.Journal, demoStation, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			states, err := j.Devices(context.Background(), "WO-DEMO-0001")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range states {
+				if !slices.Equal(st.Passed, jobs.StepNames()) || st.DoneCount != 1 {
+					t.Errorf("device %s: passed %v, done %d times; want every step once", st.Device, st.Passed, st.DoneCount)
+				}
+			}
+		})
+	}
 }

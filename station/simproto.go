@@ -1,0 +1,172 @@
+package station
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+
+	"github.com/station-dev/station/fixtures"
+	"github.com/station-dev/station/fixtures/sim"
+	"github.com/station-dev/station/flasher/stm32"
+)
+
+// simulated is a bench of simulated devices behind a fixture, of any
+// protocol.
+type simulated struct {
+	fixture *fixtures.Fixture
+	// ports lists each slot's device port and identity, for station sim.
+	devices []simDevice
+	close   func() error
+}
+
+// simDevice is one simulated device, as station sim lists it.
+type simDevice struct {
+	Slot  string `json:"slot"`
+	Port  string `json:"port"`
+	Lines string `json:"lines,omitempty"`
+	ID    string `json:"id"`
+}
+
+// demoProtocols are the protocols station demo and station sim simulate.
+var demoProtocols = []string{"esp", "stm32", "gdb"}
+
+// demoTarget is how a protocol's demo is built: the firmware, where it
+// goes, the device-side locks, and the simulated devices.
+type demoTarget struct {
+	protocol string
+	// address is where the firmware goes.
+	address uint64
+	// maxImage bounds --image-size.
+	maxImage int64
+	// image makes the demo firmware for a version.
+	image func(version string, size int) []byte
+	// locks are the device-side locks the demo work order asks for.
+	locks func(chip string) []string
+}
+
+func targetFor(protocol string) (demoTarget, error) {
+	switch protocol {
+	case "esp", "":
+		return demoTarget{protocol: "esp", address: 0x10000, maxImage: 3 << 20,
+			image: func(v string, n int) []byte { return sim.ESPAppImage(v, "thermostat", n, 1) },
+			locks: defaultLocks}, nil
+	case "stm32":
+		return demoTarget{protocol: "stm32", address: 0x08000000, maxImage: 1 << 20,
+			image: rawFirmware, locks: func(string) []string { return []string{"rdp"} }}, nil
+	case "gdb":
+		return demoTarget{protocol: "gdb", address: 0x08000000, maxImage: 1 << 20,
+			image: rawFirmware, locks: func(string) []string { return nil }}, nil
+	}
+	return demoTarget{}, usageErr("--protocol %q: use %s", protocol, strings.Join(demoProtocols, ", "))
+}
+
+// rawFirmware is a firmware image for a Cortex-M's flash: a vector table
+// whose reset handler (at 0x100) loops in place, the version written at
+// 0x200 as a build stamps it, and bytes that do not compress. A core
+// reset into it (QEMU) runs and stays up.
+func rawFirmware(version string, n int) []byte {
+	b := make([]byte, n)
+	rng := rand.New(rand.NewPCG(uint64(n), 2))
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	binary.LittleEndian.PutUint32(b[0:], 0x20001000) // initial stack pointer
+	binary.LittleEndian.PutUint32(b[4:], 0x08000101) // reset handler, Thumb
+	binary.LittleEndian.PutUint16(b[0x100:], 0xE7FE) // b .
+	copy(b[0x200:], "firmware "+version+"\x00")
+	return b
+}
+
+// startSimulated starts count simulated devices of protocol in dir.
+func startSimulated(ctx context.Context, protocol, dir string, count int, chip string, faults faultFlags, logger *slog.Logger) (*simulated, error) {
+	switch protocol {
+	case "esp", "":
+		if chip == "" {
+			chip = "esp32"
+		}
+		fleet, fx, err := startSimFleet(ctx, dir, count, chip, faults, logger)
+		if err != nil {
+			return nil, err
+		}
+		s := &simulated{fixture: fx, close: fleet.Close}
+		for i, d := range fleet.Devices() {
+			s.devices = append(s.devices, simDevice{Slot: fx.Slots[i].Name, Port: d.Port(), Lines: d.Lines(), ID: d.MAC().String()})
+		}
+		return s, nil
+	case "stm32":
+		return startSTM32Sim(ctx, dir, count, chip, faults, logger)
+	case "gdb":
+		return startQEMUSim(ctx, dir, count, faults, logger)
+	}
+	return nil, usageErr("--protocol %q: use %s", protocol, strings.Join(demoProtocols, ", "))
+}
+
+// stm32Family reads --chip for simulated STM32s.
+func stm32Family(chip string) (sim.STM32Family, error) {
+	switch strings.ToLower(chip) {
+	case "", "f4", "stm32f4", "stm32f405":
+		return sim.STM32F4, nil
+	case "f1", "stm32f1", "stm32f103":
+		return sim.STM32F1MD, nil
+	case "f0", "stm32f0":
+		return sim.STM32F0, nil
+	case "l4", "stm32l4":
+		return sim.STM32L4, nil
+	case "g0", "stm32g0":
+		return sim.STM32G0, nil
+	}
+	return 0, usageErr("--chip %q: for stm32 use f4 (STM32F405, the default), f1, f0, l4 or g0", chip)
+}
+
+// startSTM32Sim starts simulated STM32 bootloaders on pseudo-terminals:
+// BOOT0 on DTR and NRST on RTS over each port's line sideband, 8N1 (a
+// pseudo-terminal carries no parity).
+func startSTM32Sim(ctx context.Context, dir string, count int, chip string, faults faultFlags, logger *slog.Logger) (*simulated, error) {
+	family, err := stm32Family(chip)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := sim.STM32FleetConfig{Dir: dir, Logger: logger}
+	fx := &fixtures.Fixture{Name: "simulated STM32"}
+	for i := range count {
+		cfg.Devices = append(cfg.Devices, sim.STM32Config{Family: family, Seed: int64(i + 1), CRC: true})
+		fx.Slots = append(fx.Slots, fixtures.Slot{Name: slotName(i, count), Protocol: "stm32", Parity: "none"})
+	}
+	if err := checkFaultSlots(fx, faults); err != nil {
+		return nil, err
+	}
+	fleet, err := sim.StartSTM32Fleet(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &simulated{fixture: fx, close: fleet.Close}
+	for i, d := range fleet.Devices() {
+		fx.Slots[i].Port, fx.Slots[i].Lines = d.Port(), d.Lines()
+		if f, ok := faults[fx.Slots[i].Name]; ok {
+			d.Chip().SetFaults(sim.STM32Faults{FailNextWrite: f.FailNextWrite, FailWritesFrom: f.FailWritesFrom,
+				UnplugAt: f.UnplugAt, CorruptFlash: f.CorruptFlash, EraseDelay: f.EraseDelay})
+		}
+		s.devices = append(s.devices, simDevice{Slot: fx.Slots[i].Name, Port: d.Port(), Lines: d.Lines(), ID: string(stm32.FormatUID(d.UID()))})
+	}
+	if err := fx.Validate(); err != nil {
+		fleet.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkFaultSlots refuses faults for slots the fixture does not have.
+func checkFaultSlots(fx *fixtures.Fixture, faults faultFlags) error {
+	for slot := range faults {
+		if _, ok := fx.Slot(slot); !ok {
+			return usageErr("--fault %s: there is no slot %s (slots are %s … %s)", slot, slot, fx.Slots[0].Name, fx.Slots[len(fx.Slots)-1].Name)
+		}
+	}
+	return nil
+}
