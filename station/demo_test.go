@@ -219,3 +219,29 @@ func TestDemoOtherProtocols(t *testing.T) {
 		})
 	}
 }
+
+// TestDemoSTM32Faults: a simulated STM32 whose flash refuses a write, and
+// one unplugged mid-flash, fail with their reasons; the others pass.
+func TestDemoSTM32Faults(t *testing.T) {
+	stdout, stderr, err := runMain(t, "demo", "--protocol", "stm32", "--devices", "3", "--image-size", "32KiB", "--json",
+		"--dir", t.TempDir(), "--fault", "S02=write-error@50", "--fault", "S03=unplug@40")
+	if Code(err) != ExitFailed {
+		t.Fatalf("station demo with faults = %v, want exit %d\n%s", err, ExitFailed, stderr)
+	}
+	var sum demoSummary
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("station demo --json printed %q: %v", stdout, err)
+	}
+	want := map[string]string{"S01": "", "S02": "flash write failed", "S03": "link to device lost"}
+	for _, r := range sum.Results {
+		says, ok := want[r.Slot]
+		switch {
+		case !ok:
+			t.Errorf("unexpected slot %s", r.Slot)
+		case says == "" && r.Outcome != "passed":
+			t.Errorf("slot %s = %s (%s), want passed", r.Slot, r.Outcome, r.Message)
+		case says != "" && (r.Outcome != "failed" || r.Step != "flash" || !strings.Contains(r.Message, says)):
+			t.Errorf("slot %s = %s at %s: %q; want failed at flash saying %q", r.Slot, r.Outcome, r.Step, r.Message, says)
+		}
+	}
+}
