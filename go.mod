@@ -13,6 +13,11 @@ require (
 )
 
 require (
+	github.com/klauspost/compress v1.18.2 // indirect
+	github.com/ulikunitz/xz v0.5.17 // indirect
+)
+
+require (
 	fyne.io/fyne/v2 v2.7.1
 	fyne.io/systray v1.11.1-0.20250603113521-ca66a66d8b58 // indirect
 	github.com/BurntSushi/toml v1.5.0 // indirect

@@ -84,14 +84,14 @@ ensure_node_modules() {
 }
 
 # Packages every build needs: cgo for SQLite.
-BUILD_PACKAGES=(gcc libc6-dev pkg-config git ca-certificates)
+BUILD_PACKAGES=(gcc libc6-dev pkg-config git ca-certificates libusb-1.0-0-dev)
 
 # Packages the kiosk (Fyne: cgo, OpenGL, X11) needs to build.
 KIOSK_PACKAGES=(libgl1-mesa-dev xorg-dev)
 
 # Packages the tests need beyond the build: PostgreSQL for the DMS, and a
 # real X server and a screen grabber for the kiosk.
-TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash)
+TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux)
 
 # build_station: the station binary into BIN_DIR.
 build_station() {
