@@ -1,0 +1,625 @@
+// Package dfusim simulates USB DFU 1.1 and DfuSe devices on a simulated
+// bus behind the dfu.Bus and dfu.Device interfaces, for tests.
+//
+// The device follows the state diagram of DFU 1.1 appendix A.1 and the
+// DfuSe commands of ST AN3156: GETSTATUS moves dfuDNLOAD-SYNC to dfuDNBUSY
+// (answering bwPollTimeout) and the next GETSTATUS to dfuDNLOAD-IDLE;
+// requests not allowed in a state stall and enter dfuERROR with
+// errSTALLEDPKT.
+//
+// Reference: USB Device Firmware Upgrade Specification, Revision 1.1;
+// ST AN3156 "USB DFU protocol used in the STM32 bootloader".
+package dfusim
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+	"unicode/utf16"
+
+	"github.com/station-dev/station/flasher/dfu"
+)
+
+// Fault is an injected failure.
+type Fault int
+
+// Faults.
+const (
+	// FaultNone injects nothing.
+	FaultNone Fault = iota
+	// FaultWrite makes the FaultBlock-th data DNLOAD fail with errWRITE.
+	FaultWrite
+	// FaultStall makes the FaultBlock-th data DNLOAD stall without
+	// changing state, as a broken transfer would.
+	FaultStall
+	// FaultDisappear removes the device from the bus at the
+	// FaultBlock-th data DNLOAD.
+	FaultDisappear
+	// FaultVerify makes the device report errVERIFY after the
+	// FaultBlock-th data DNLOAD.
+	FaultVerify
+	// FaultCorrupt flips a bit in the FaultBlock-th data block as it is
+	// written, silently.
+	FaultCorrupt
+)
+
+// Spec describes a simulated device.
+type Spec struct {
+	// Port is the physical port path ("1-1.2").
+	Port string
+	// VID, PID and Serial are what the device enumerates with.
+	VID, PID uint16
+	Serial   string
+	// RuntimeVID/PID, when set, are the IDs in run-time mode.
+	RuntimeVID, RuntimePID uint16
+	// Runtime starts the device in run-time mode (appIDLE, protocol 1).
+	Runtime bool
+	// Functional is the functional descriptor; Version 0x011a makes the
+	// device speak DfuSe.
+	Functional dfu.Functional
+	// Layout is the DfuSe interface string, for example
+	// "@Internal Flash  /0x08000000/64*02Kg".
+	Layout string
+	// Memory is the plain DFU firmware capacity in bytes.
+	Memory int
+	// PollTimeout is the bwPollTimeout (ms) reported in dfuDNBUSY.
+	PollTimeout uint32
+	// ReenumerateDelay is how long the device is absent after a detach
+	// or a reset.
+	ReenumerateDelay time.Duration
+	// Extra is memory outside the flash readable by upload (an STM32
+	// UID), by address.
+	Extra map[uint32][]byte
+	// Fault and FaultBlock inject a failure at the FaultBlock-th data
+	// download (counting from 1).
+	Fault      Fault
+	FaultBlock int
+}
+
+// Bus is a simulated USB bus. Its zero value is not ready; use NewBus.
+type Bus struct {
+	mu   sync.Mutex
+	devs map[string]*Device
+	now  func() time.Time
+}
+
+// NewBus returns a bus with one device per spec.
+func NewBus(specs ...Spec) *Bus {
+	b := &Bus{devs: map[string]*Device{}, now: time.Now}
+	for _, s := range specs {
+		b.devs[s.Port] = newDevice(b, s)
+	}
+	return b
+}
+
+// Device returns the simulated device at port, for assertions.
+func (b *Bus) Device(port string) *Device {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.devs[port]
+}
+
+// List implements dfu.Bus.
+func (b *Bus) List(ctx context.Context) ([]dfu.Info, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []dfu.Info
+	for _, d := range b.devs {
+		if !d.presentLocked() {
+			continue
+		}
+		vid, pid := d.ids()
+		out = append(out, dfu.Info{VID: vid, PID: pid, Serial: d.spec.Serial, Port: d.spec.Port})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })
+	return out, nil
+}
+
+// Open implements dfu.Bus.
+func (b *Bus) Open(ctx context.Context, port string) (dfu.Device, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := b.devs[port]
+	if d == nil || !d.presentLocked() {
+		return nil, fmt.Errorf("open %s: %w", port, dfu.ErrNotFound)
+	}
+	return &handle{d: d, gen: d.gen}, nil
+}
+
+// Device is one simulated device. Its state is guarded by the bus lock.
+type Device struct {
+	bus  *Bus
+	spec Spec
+
+	runtime   bool
+	state     dfu.State
+	status    dfu.Status
+	gen       int // enumeration generation; handles of older ones are gone
+	absentTil time.Time
+	gone      bool
+
+	flash     []byte
+	base      uint32
+	pageSize  uint32
+	erased    []bool
+	pointer   uint32
+	pending   []byte // DNLOAD data awaiting the GETSTATUS that processes it
+	pendBlock uint16
+	image     []byte // plain DFU download buffer
+	dataCount int
+	leaving   bool
+
+	// Requests counts control requests by bRequest, for assertions.
+	Requests map[uint8]int
+	// LastPoll is when the last GETSTATUS arrived, PollViolations counts
+	// requests that came before the announced bwPollTimeout elapsed.
+	lastBusy       time.Time
+	busyFor        time.Duration
+	PollViolations int
+	// Manifested counts completed manifestations (plain DFU).
+	Manifested int
+	// Left counts DfuSe leave requests.
+	Left int
+}
+
+func newDevice(b *Bus, s Spec) *Device {
+	d := &Device{bus: b, spec: s, runtime: s.Runtime, Requests: map[uint8]int{}}
+	if s.Functional.TransferSize == 0 {
+		d.spec.Functional.TransferSize = 2048
+	}
+	if d.dfuse() {
+		l, err := dfu.ParseLayout(s.Layout)
+		if err != nil {
+			panic(fmt.Sprintf("dfusim: bad layout: %v", err))
+		}
+		base, size := l.Size()
+		d.base = base
+		pages, _ := l.Pages(base, uint32(size))
+		d.pageSize = uint32(size) / uint32(len(pages))
+		d.flash = make([]byte, size)
+		d.erased = make([]bool, len(pages))
+	} else {
+		d.flash = make([]byte, s.Memory)
+	}
+	for i := range d.flash {
+		d.flash[i] = 0xff
+	}
+	d.reset()
+	return d
+}
+
+func (d *Device) dfuse() bool { return d.spec.Functional.Version == dfu.VersionDfuSe }
+
+func (d *Device) ids() (uint16, uint16) {
+	if d.runtime && (d.spec.RuntimeVID != 0 || d.spec.RuntimePID != 0) {
+		return d.spec.RuntimeVID, d.spec.RuntimePID
+	}
+	return d.spec.VID, d.spec.PID
+}
+
+func (d *Device) presentLocked() bool {
+	return !d.gone && !d.bus.now().Before(d.absentTil)
+}
+
+func (d *Device) reset() {
+	if d.runtime {
+		d.state = dfu.AppIdle
+	} else {
+		d.state = dfu.DfuIdle
+	}
+	d.status = dfu.StatusOK
+	d.pending, d.image, d.leaving = nil, nil, false
+}
+
+// reenumerate takes the device off the bus for ReenumerateDelay.
+func (d *Device) reenumerate() {
+	d.gen++
+	d.absentTil = d.bus.now().Add(d.spec.ReenumerateDelay)
+	d.reset()
+}
+
+// Flash returns a copy of the device's memory from addr (DfuSe) or 0.
+func (d *Device) Flash(addr uint32, n int) []byte {
+	d.bus.mu.Lock()
+	defer d.bus.mu.Unlock()
+	off := int(addr - d.base)
+	return append([]byte(nil), d.flash[off:off+n]...)
+}
+
+// State returns the device's state.
+func (d *Device) State() dfu.State {
+	d.bus.mu.Lock()
+	defer d.bus.mu.Unlock()
+	return d.state
+}
+
+// Unplug removes the device from the bus for good.
+func (d *Device) Unplug() {
+	d.bus.mu.Lock()
+	defer d.bus.mu.Unlock()
+	d.gone = true
+	d.gen++
+}
+
+type handle struct {
+	d      *Device
+	gen    int
+	closed bool
+}
+
+func (h *handle) Close() error { h.closed = true; return nil }
+
+func (h *handle) Reset(ctx context.Context) error {
+	d := h.d
+	d.bus.mu.Lock()
+	defer d.bus.mu.Unlock()
+	if err := h.alive(); err != nil {
+		return err
+	}
+	if d.state == dfu.AppDetach {
+		d.runtime = false
+	} else if d.state == dfu.DfuManifestWaitReset || d.state == dfu.DfuIdle || d.state == dfu.DfuError {
+		d.runtime = d.spec.Runtime
+	}
+	d.reenumerate()
+	return nil
+}
+
+func (h *handle) alive() error {
+	if h.closed {
+		return fmt.Errorf("device handle closed: %w", dfu.ErrGone)
+	}
+	if h.gen != h.d.gen || !h.d.presentLocked() {
+		return fmt.Errorf("device at %s: %w", h.d.spec.Port, dfu.ErrGone)
+	}
+	return nil
+}
+
+func (h *handle) Control(ctx context.Context, rType, req uint8, val, idx uint16, data []byte) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	d := h.d
+	d.bus.mu.Lock()
+	defer d.bus.mu.Unlock()
+	if err := h.alive(); err != nil {
+		return 0, err
+	}
+	if rType == dfu.RTypeStdIn && req == dfu.ReqGetDesc {
+		return d.descriptor(val, data)
+	}
+	if rType != dfu.RTypeClassIn && rType != dfu.RTypeClassOut {
+		return 0, dfu.ErrStall
+	}
+	d.Requests[req]++
+	if d.state == dfu.DfuDnBusy || d.state == dfu.DfuManifest {
+		if d.bus.now().Sub(d.lastBusy) < d.busyFor {
+			d.PollViolations++
+			return 0, dfu.ErrStall
+		}
+	}
+	return d.class(req, val, data)
+}
+
+func (d *Device) stall(st dfu.Status) (int, error) {
+	d.state, d.status = dfu.DfuError, st
+	return 0, fmt.Errorf("request in %s: %w", d.state, dfu.ErrStall)
+}
+
+func (d *Device) class(req uint8, val uint16, data []byte) (int, error) {
+	if d.runtime {
+		switch req {
+		case dfu.ReqDetach:
+			if d.state != dfu.AppIdle {
+				return 0, dfu.ErrStall
+			}
+			d.state = dfu.AppDetach
+			if d.spec.Functional.Attributes&dfu.AttrWillDetach != 0 {
+				d.runtime = false
+				d.reenumerate()
+			}
+			return 0, nil
+		case dfu.ReqGetStatus:
+			return d.statusReply(data, 0), nil
+		case dfu.ReqGetState:
+			data[0] = byte(d.state)
+			return 1, nil
+		}
+		return 0, dfu.ErrStall
+	}
+	switch req {
+	case dfu.ReqGetStatus:
+		return d.getStatus(data)
+	case dfu.ReqGetState:
+		if len(data) < 1 {
+			return 0, dfu.ErrStall
+		}
+		data[0] = byte(d.state)
+		return 1, nil
+	case dfu.ReqClrStatus:
+		if d.state != dfu.DfuError {
+			return d.stall(dfu.ErrStalledPkt)
+		}
+		d.state, d.status = dfu.DfuIdle, dfu.StatusOK
+		return 0, nil
+	case dfu.ReqAbort:
+		switch d.state {
+		case dfu.DfuIdle, dfu.DfuDnloadSync, dfu.DfuDnloadIdle, dfu.DfuManifestSync, dfu.DfuUploadIdle:
+			d.state, d.image, d.pending = dfu.DfuIdle, nil, nil
+			return 0, nil
+		}
+		return d.stall(dfu.ErrStalledPkt)
+	case dfu.ReqDnload:
+		return d.dnload(val, data)
+	case dfu.ReqUpload:
+		return d.upload(val, data)
+	}
+	return d.stall(dfu.ErrStalledPkt)
+}
+
+func (d *Device) statusReply(data []byte, poll uint32) int {
+	if len(data) < 6 {
+		return 0
+	}
+	data[0] = byte(d.status)
+	data[1], data[2], data[3] = byte(poll), byte(poll>>8), byte(poll>>16)
+	data[4] = byte(d.state)
+	data[5] = 0
+	return 6
+}
+
+func (d *Device) busy(state dfu.State) uint32 {
+	d.state = state
+	d.lastBusy = d.bus.now()
+	d.busyFor = time.Duration(d.spec.PollTimeout) * time.Millisecond
+	return d.spec.PollTimeout
+}
+
+func (d *Device) getStatus(data []byte) (int, error) {
+	switch d.state {
+	case dfu.DfuDnloadSync:
+		// Report busy; the block is programmed "during" bwPollTimeout.
+		poll := d.busy(dfu.DfuDnBusy)
+		return d.statusReply(data, poll), nil
+	case dfu.DfuDnBusy:
+		d.process()
+		return d.statusReply(data, 0), nil
+	case dfu.DfuManifestSync:
+		if d.leaving {
+			d.Left++
+			n := d.statusReply(data, 0)
+			d.runtime = d.spec.Runtime
+			d.reenumerate()
+			return n, nil
+		}
+		poll := d.busy(dfu.DfuManifest)
+		return d.statusReply(data, poll), nil
+	case dfu.DfuManifest:
+		d.Manifested++
+		if d.spec.Functional.Attributes&dfu.AttrManifestationTolerant != 0 {
+			d.state = dfu.DfuIdle
+		} else {
+			d.state = dfu.DfuManifestWaitReset
+		}
+		return d.statusReply(data, 0), nil
+	}
+	return d.statusReply(data, 0), nil
+}
+
+func (d *Device) dnload(block uint16, data []byte) (int, error) {
+	if d.spec.Functional.Attributes&dfu.AttrCanDnload == 0 {
+		return d.stall(dfu.ErrStalledPkt)
+	}
+	if d.state != dfu.DfuIdle && d.state != dfu.DfuDnloadIdle {
+		return d.stall(dfu.ErrStalledPkt)
+	}
+	if len(data) > int(d.spec.Functional.TransferSize) {
+		return d.stall(dfu.ErrStalledPkt)
+	}
+	if len(data) == 0 {
+		if d.state != dfu.DfuDnloadIdle && !d.dfuse() {
+			return d.stall(dfu.ErrStalledPkt)
+		}
+		if d.dfuse() {
+			d.leaving = true
+		}
+		d.state = dfu.DfuManifestSync
+		return 0, nil
+	}
+	isData := !d.dfuse() || block >= 2
+	if isData {
+		d.dataCount++
+		if d.dataCount == d.spec.FaultBlock {
+			switch d.spec.Fault {
+			case FaultStall:
+				d.dataCount--
+				d.spec.Fault = FaultNone
+				return 0, fmt.Errorf("injected stall: %w", dfu.ErrStall)
+			case FaultDisappear:
+				d.gone = true
+				d.gen++
+				return 0, fmt.Errorf("injected unplug: %w", dfu.ErrGone)
+			}
+		}
+	}
+	d.pending = append([]byte(nil), data...)
+	d.pendBlock = block
+	d.state = dfu.DfuDnloadSync
+	return len(data), nil
+}
+
+// process carries out the pending DNLOAD, as the device would during
+// dfuDNBUSY.
+func (d *Device) process() {
+	data, block := d.pending, d.pendBlock
+	d.pending = nil
+	d.state = dfu.DfuDnloadIdle
+	fail := func(st dfu.Status) { d.state, d.status = dfu.DfuError, st }
+	if !d.dfuse() {
+		if d.injected(fail) {
+			return
+		}
+		if len(d.image)+len(data) > len(d.flash) {
+			fail(dfu.ErrAddress)
+			return
+		}
+		d.image = append(d.image, data...)
+		copy(d.flash, d.image)
+		return
+	}
+	if block == 0 {
+		d.command(data, fail)
+		return
+	}
+	if block == 1 {
+		fail(dfu.ErrStalledPkt)
+		return
+	}
+	if d.injected(fail) {
+		return
+	}
+	addr := uint64(d.pointer) + uint64(block-2)*uint64(d.spec.Functional.TransferSize)
+	if addr < uint64(d.base) || addr+uint64(len(data)) > uint64(d.base)+uint64(len(d.flash)) {
+		fail(dfu.ErrAddress)
+		return
+	}
+	off := int(addr - uint64(d.base))
+	for i, v := range data {
+		p := off + i
+		if !d.erased[p/int(d.pageSize)] && d.flash[p] != 0xff {
+			// Writing over unerased flash: erase-before-write violated.
+			fail(dfu.ErrCheckErased)
+			return
+		}
+		d.flash[p] = v
+	}
+	if d.spec.Fault == FaultCorrupt && d.dataCount == d.spec.FaultBlock {
+		d.flash[off] ^= 0x01
+	}
+}
+
+func (d *Device) injected(fail func(dfu.Status)) bool {
+	if d.dataCount != d.spec.FaultBlock {
+		return false
+	}
+	switch d.spec.Fault {
+	case FaultWrite:
+		fail(dfu.ErrWrite)
+		return true
+	case FaultVerify:
+		fail(dfu.ErrVerify)
+		return true
+	}
+	return false
+}
+
+func (d *Device) command(data []byte, fail func(dfu.Status)) {
+	switch {
+	case len(data) == 5 && data[0] == 0x21:
+		d.pointer = binary.LittleEndian.Uint32(data[1:])
+	case len(data) == 1 && data[0] == 0x41:
+		for i := range d.flash {
+			d.flash[i] = 0xff
+		}
+		for i := range d.erased {
+			d.erased[i] = true
+		}
+	case len(data) == 5 && data[0] == 0x41:
+		a := binary.LittleEndian.Uint32(data[1:])
+		if a < d.base || uint64(a) >= uint64(d.base)+uint64(len(d.flash)) {
+			fail(dfu.ErrAddress)
+			return
+		}
+		p := int(a-d.base) / int(d.pageSize)
+		start := p * int(d.pageSize)
+		for i := start; i < start+int(d.pageSize); i++ {
+			d.flash[i] = 0xff
+		}
+		d.erased[p] = true
+	default:
+		fail(dfu.ErrStalledPkt)
+	}
+}
+
+func (d *Device) upload(block uint16, data []byte) (int, error) {
+	if d.spec.Functional.Attributes&dfu.AttrCanUpload == 0 {
+		return d.stall(dfu.ErrStalledPkt)
+	}
+	if d.state != dfu.DfuIdle && d.state != dfu.DfuUploadIdle {
+		return d.stall(dfu.ErrStalledPkt)
+	}
+	d.state = dfu.DfuUploadIdle
+	if !d.dfuse() {
+		off := int(block) * int(d.spec.Functional.TransferSize)
+		if off >= len(d.image) {
+			d.state = dfu.DfuIdle
+			return 0, nil
+		}
+		n := copy(data, d.image[off:])
+		if n < int(d.spec.Functional.TransferSize) {
+			d.state = dfu.DfuIdle
+		}
+		return n, nil
+	}
+	switch {
+	case block == 0:
+		return copy(data, []byte{0x00, 0x21, 0x41, 0x92}), nil
+	case block == 1:
+		return d.stall(dfu.ErrStalledPkt)
+	}
+	addr := uint64(d.pointer) + uint64(block-2)*uint64(d.spec.Functional.TransferSize)
+	for a, b := range d.spec.Extra {
+		if addr >= uint64(a) && addr < uint64(a)+uint64(len(b)) {
+			return copy(data, b[addr-uint64(a):]), nil
+		}
+	}
+	if addr < uint64(d.base) || addr >= uint64(d.base)+uint64(len(d.flash)) {
+		return d.stall(dfu.ErrAddress)
+	}
+	return copy(data, d.flash[addr-uint64(d.base):]), nil
+}
+
+// descriptor answers GET_DESCRIPTOR for the configuration and strings.
+func (d *Device) descriptor(val uint16, data []byte) (int, error) {
+	switch val >> 8 {
+	case dfu.DescConfig:
+		return copy(data, d.configDescriptor()), nil
+	case dfu.DescString:
+		var s string
+		switch val & 0xff {
+		case 0:
+			return copy(data, []byte{4, dfu.DescString, 0x09, 0x04}), nil
+		case 1:
+			s = d.spec.Serial
+		case 2:
+			s = d.spec.Layout
+		default:
+			return 0, dfu.ErrStall
+		}
+		u := utf16.Encode([]rune(s))
+		b := []byte{byte(2 + 2*len(u)), dfu.DescString}
+		for _, c := range u {
+			b = binary.LittleEndian.AppendUint16(b, c)
+		}
+		return copy(data, b), nil
+	}
+	return 0, dfu.ErrStall
+}
+
+func (d *Device) configDescriptor() []byte {
+	proto, istr := byte(dfu.ProtoDFU), byte(0)
+	if d.runtime {
+		proto = dfu.ProtoRuntime
+	}
+	if d.dfuse() {
+		istr = 2
+	}
+	iface := []byte{9, dfu.DescInterface, 0, 0, 0, dfu.ClassAppSpecific, dfu.SubclassDFU, proto, istr}
+	fn := d.spec.Functional.Bytes()
+	total := 9 + len(iface) + len(fn)
+	cfg := []byte{9, dfu.DescConfig, byte(total), byte(total >> 8), 1, 1, 0, 0x80, 50}
+	return append(append(cfg, iface...), fn...)
+}
