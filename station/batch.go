@@ -13,6 +13,7 @@ import (
 
 	"github.com/station-dev/station/fixtures"
 	"github.com/station-dev/station/flasher"
+	"github.com/station-dev/station/flasher/dfu"
 	"github.com/station-dev/station/flasher/image"
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/artifact"
@@ -28,6 +29,7 @@ type batch struct {
 	journal  *journal.Journal
 	upstream jobs.Upstream
 	http     *http.Client // for artifact downloads from the DMS; nil for files
+	dfuBus   dfu.Bus      // a simulated USB bus for dfu slots; nil means libusb
 	printer  jobs.Printer
 	station  string
 	operator string
@@ -87,9 +89,13 @@ func (b *batch) runner(ctx context.Context, bus *jobs.Bus, pw io.Writer) (*jobs.
 		specs = append(specs, jobs.SlotSpec{Name: s.Name, Protocol: s.Protocol, Uses: s.Uses})
 	}
 	b.journal.Redact(b.wo.Authorization.Token.Reveal())
+	conn := b.fixture.Connector(b.logger)
+	if b.dfuBus != nil {
+		conn.DFUBus = b.dfuBus
+	}
 	return &jobs.Runner{
 		WorkOrder: b.wo, Images: images, Slots: specs, Resources: b.fixture.Resources,
-		Connector: b.fixture.Connector(b.logger), Upstream: b.upstream, Printer: b.printer,
+		Connector: conn, Upstream: b.upstream, Printer: b.printer,
 		Journal: b.journal, Station: b.station, Operator: b.operator, Logger: b.logger,
 		Parallel: b.parallel, Bus: bus,
 	}, nil

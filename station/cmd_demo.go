@@ -65,7 +65,7 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	fs.IntVar(&devices, "devices", 8, "how many simulated devices (slots)")
 	fs.StringVar(&imageSize, "image-size", "1MiB", "`size` of the generated firmware image, e.g. 512KiB, 1MiB, 2MiB")
 	fs.IntVar(&baud, "baud", 921600, "serial `speed` after the bootloader handshake")
-	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp (ESP32 ROM bootloader), stm32 (STM32 UART bootloader) or gdb (STM32F405 in QEMU, over the GDB remote protocol)")
+	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp (ESP32 ROM bootloader), stm32 (STM32 UART bootloader) gdb (STM32F405 in QEMU, over the GDB remote protocol) or dfu (STM32 DfuSe bootloaders on a simulated USB bus)")
 	fs.StringVar(&chip, "chip", "", "the simulated `chip`: esp32 (default) or esp32s3; for stm32 f4 (default), f1, f0, l4 or g0")
 	fs.StringVar(&locks, "lock", "", "comma-separated eFuses to burn as the device lock (default: JTAG_DISABLE on esp32; DIS_PAD_JTAG,ENABLE_SECURITY_DOWNLOAD on esp32s3)")
 	fs.IntVar(&parallel, "parallel", 0, "most slots working at once (default: all)")
@@ -303,7 +303,7 @@ func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demo
 	env.journal = j
 	env.batch = &batch{
 		wo: wo, fixture: fx, journal: j, upstream: env.link.upstream, http: env.link.http(),
-		printer: &label.DirSink{Dir: env.labels}, station: demoStation, operator: "demo",
+		dfuBus: env.sim.dfuBus, printer: &label.DirSink{Dir: env.labels}, station: demoStation, operator: "demo",
 		cacheDir: filepath.Join(spec.dir, "artifact-cache"), parallel: spec.parallel, logger: logger,
 	}
 	return env, nil

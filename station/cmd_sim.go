@@ -151,6 +151,9 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 // simOther runs simulated devices of a protocol other than esp until ctx
 // ends.
 func (m *Main) simOther(ctx context.Context, protocol, dir string, count int, chip string, faults faultFlags, asJSON bool, logger *slog.Logger) error {
+	if protocol == "dfu" {
+		return usageErr("--protocol dfu: simulated DFU devices live on a USB bus inside the station's process, which another process cannot open; try station demo --protocol dfu")
+	}
 	s, err := startSimulated(ctx, protocol, dir, count, chip, faults, logger)
 	if err != nil {
 		return err

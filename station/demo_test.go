@@ -178,7 +178,9 @@ func TestDemoFaultsAreIsolatedAndRetryPasses(t *testing.T) {
 }
 
 // TestDemoOtherProtocols runs the whole flow on simulated STM32 UART
-// bootloaders and on STM32F405s in QEMU behind their GDB servers.
+// bootloaders, on STM32F405s in QEMU behind their GDB servers, and on
+// simulated DfuSe bootloaders (identical boards, same USB serial) on a
+// simulated USB bus.
 func TestDemoOtherProtocols(t *testing.T) {
 	for _, c := range []struct {
 		protocol string
@@ -187,6 +189,7 @@ func TestDemoOtherProtocols(t *testing.T) {
 	}{
 		{"stm32", "4", "64KiB"},
 		{"gdb", "3", "256KiB"},
+		{"dfu", "4", "256KiB"},
 	} {
 		t.Run(c.protocol, func(t *testing.T) {
 			dir := t.TempDir()

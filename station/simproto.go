@@ -3,6 +3,7 @@ package station
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/station-dev/station/fixtures"
 	"github.com/station-dev/station/fixtures/sim"
+	"github.com/station-dev/station/flasher/dfu"
+	"github.com/station-dev/station/flasher/dfu/dfusim"
 	"github.com/station-dev/station/flasher/stm32"
 )
 
@@ -17,6 +20,8 @@ import (
 // protocol.
 type simulated struct {
 	fixture *fixtures.Fixture
+	// dfuBus is the simulated USB bus of dfu devices, for the connector.
+	dfuBus dfu.Bus
 	// ports lists each slot's device port and identity, for station sim.
 	devices []simDevice
 	close   func() error
@@ -31,7 +36,7 @@ type simDevice struct {
 }
 
 // demoProtocols are the protocols station demo and station sim simulate.
-var demoProtocols = []string{"esp", "stm32", "gdb"}
+var demoProtocols = []string{"esp", "stm32", "gdb", "dfu"}
 
 // demoTarget is how a protocol's demo is built: the firmware, where it
 // goes, the device-side locks, and the simulated devices.
@@ -56,8 +61,8 @@ func targetFor(protocol string) (demoTarget, error) {
 	case "stm32":
 		return demoTarget{protocol: "stm32", address: 0x08000000, maxImage: 1 << 20,
 			image: rawFirmware, locks: func(string) []string { return []string{"rdp"} }}, nil
-	case "gdb":
-		return demoTarget{protocol: "gdb", address: 0x08000000, maxImage: 1 << 20,
+	case "gdb", "dfu":
+		return demoTarget{protocol: protocol, address: 0x08000000, maxImage: 1 << 20,
 			image: rawFirmware, locks: func(string) []string { return nil }}, nil
 	}
 	return demoTarget{}, usageErr("--protocol %q: use %s", protocol, strings.Join(demoProtocols, ", "))
@@ -100,6 +105,8 @@ func startSimulated(ctx context.Context, protocol, dir string, count int, chip s
 		return startSTM32Sim(ctx, dir, count, chip, faults, logger)
 	case "gdb":
 		return startQEMUSim(ctx, dir, count, faults, logger)
+	case "dfu":
+		return startDFUSim(count, faults)
 	}
 	return nil, usageErr("--protocol %q: use %s", protocol, strings.Join(demoProtocols, ", "))
 }
@@ -169,4 +176,49 @@ func checkFaultSlots(fx *fixtures.Fixture, faults faultFlags) error {
 		}
 	}
 	return nil
+}
+
+// dfuLayout is an STM32F405's flash as its DfuSe bootloader describes it.
+const dfuLayout = "@Internal Flash  /0x08000000/04*016Kg,01*064Kg,07*128Kg"
+
+// startDFUSim puts count simulated STM32 DfuSe bootloaders (0483:df11) on a
+// simulated USB bus, one per port 1-1.1, 1-1.2, ...: identical boards with
+// the same USB serial string, told apart by their port and, as hardware
+// id, by the unique id each holds at 0x1FFF7A10.
+func startDFUSim(count int, faults faultFlags) (*simulated, error) {
+	fx := &fixtures.Fixture{Name: "simulated DfuSe bootloaders"}
+	var specs []dfusim.Spec
+	for i := range count {
+		name := slotName(i, count)
+		port := fmt.Sprintf("1-1.%d", i+1)
+		uid := make([]byte, 12)
+		binary.LittleEndian.PutUint64(uid, 0x3030_5732_0043_0041+uint64(i)*0x1_0001)
+		spec := dfusim.Spec{Port: port, VID: 0x0483, PID: 0xdf11, Serial: "STM32FxSTM32",
+			Functional: dfu.Functional{Attributes: 0x0b, DetachTimeout: 255, TransferSize: 2048, Version: 0x011a},
+			Layout:     dfuLayout, PollTimeout: 1, Extra: map[uint32][]byte{0x1FFF7A10: uid}}
+		if f, ok := faults[name]; ok {
+			switch {
+			case f.FailNextWrite || f.FailWritesFrom > 0:
+				spec.Fault, spec.FaultBlock = dfusim.FaultWrite, 3
+			case f.UnplugAt > 0:
+				spec.Fault, spec.FaultBlock = dfusim.FaultDisappear, 3
+			case f.CorruptFlash:
+				spec.Fault, spec.FaultBlock = dfusim.FaultCorrupt, 3
+			}
+		}
+		specs = append(specs, spec)
+		fx.Slots = append(fx.Slots, fixtures.Slot{Name: name, Protocol: "dfu",
+			USB: &fixtures.USBMatch{Location: port, VID: "0483", PID: "df11"}, DFU: &fixtures.DFUSlot{UIDAddress: 0x1FFF7A10}})
+	}
+	if err := checkFaultSlots(fx, faults); err != nil {
+		return nil, err
+	}
+	if err := fx.Validate(); err != nil {
+		return nil, err
+	}
+	s := &simulated{fixture: fx, dfuBus: dfusim.NewBus(specs...), close: func() error { return nil }}
+	for _, sl := range fx.Slots {
+		s.devices = append(s.devices, simDevice{Slot: sl.Name, Port: "usb " + sl.USB.Location, ID: "0483:df11"})
+	}
+	return s, nil
 }
