@@ -13,9 +13,9 @@ require (
 )
 
 require (
-	github.com/google/gousb v1.1.3 // indirect
-	github.com/klauspost/compress v1.18.2 // indirect
-	github.com/ulikunitz/xz v0.5.17 // indirect
+	github.com/google/gousb v1.1.3
+	github.com/klauspost/compress v1.18.2
+	github.com/ulikunitz/xz v0.5.17
 )
 
 require (
