@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/station-dev/station/flasher/image"
 )
 
 // Stage is a product's life-cycle stage.
@@ -36,7 +38,7 @@ const (
 var Protocols = []string{"esp", "stm32", "gdb", "dfu", "block"}
 
 // Formats an artifact can be stored in; flasher/image reads each of them.
-var Formats = []string{"bin"}
+var Formats = image.Formats
 
 // Product is what a device is made into.
 type Product struct {

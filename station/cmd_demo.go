@@ -2,6 +2,7 @@ package station
 
 import (
 	"bytes"
+	"cmp"
 	"compress/zlib"
 	"context"
 	"crypto/sha256"
@@ -65,7 +66,7 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	fs.IntVar(&devices, "devices", 8, "how many simulated devices (slots)")
 	fs.StringVar(&imageSize, "image-size", "1MiB", "`size` of the generated firmware image, e.g. 512KiB, 1MiB, 2MiB")
 	fs.IntVar(&baud, "baud", 921600, "serial `speed` after the bootloader handshake")
-	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp (ESP32 ROM bootloader), stm32 (STM32 UART bootloader) gdb (STM32F405 in QEMU, over the GDB remote protocol) or dfu (STM32 DfuSe bootloaders on a simulated USB bus)")
+	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp (ESP32 ROM bootloader), stm32 (STM32 UART bootloader) gdb (STM32F405 in QEMU, over the GDB remote protocol), dfu (STM32 DfuSe bootloaders on a simulated USB bus) or block (disk images to SD cards: loop devices)")
 	fs.StringVar(&chip, "chip", "", "the simulated `chip`: esp32 (default) or esp32s3; for stm32 f4 (default), f1, f0, l4 or g0")
 	fs.StringVar(&locks, "lock", "", "comma-separated eFuses to burn as the device lock (default: JTAG_DISABLE on esp32; DIS_PAD_JTAG,ENABLE_SECURITY_DOWNLOAD on esp32s3)")
 	fs.IntVar(&parallel, "parallel", 0, "most slots working at once (default: all)")
@@ -94,7 +95,7 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 		return usageErr("--image-size: %v", err)
 	case size < 4096 || size > 3<<20:
 		return usageErr("--image-size must be between 4KiB and 3MiB (the app partition of a 4 MiB chip)")
-	case protocol != "esp" && size > 1<<20:
+	case protocol != "esp" && protocol != "block" && size > 1<<20:
 		return usageErr("--image-size must be at most 1MiB for %s (the flash of an STM32F405)", protocol)
 	case devices < 1 || devices > 128:
 		return usageErr("--devices must be between 1 and 128")
@@ -381,7 +382,7 @@ func seedDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ demoSe
 			Product:  jobs.Product{Code: "THERMO", Name: "Smart thermostat", PartNumber: "TH-100-A", Stage: jobs.StageProduction},
 			Bundle: jobs.Bundle{Version: version, Tag: jobs.TagRelease, Artifacts: []jobs.Artifact{{
 				Name: "thermostat-app.bin", Target: target.protocol, Address: jobs.NewAddress(target.address), Size: int64(len(img)),
-				SHA256: hex.EncodeToString(sum[:]), Format: "bin", URL: "thermostat-app.bin",
+				SHA256: hex.EncodeToString(sum[:]), Format: cmp.Or(target.format, "bin"), URL: "thermostat-app.bin",
 			}}},
 			Files: map[string][]byte{"thermostat-app.bin": img},
 			WorkOrder: dms.WorkOrderSpec{ID: woID, Quantity: spec.devices,

@@ -180,7 +180,7 @@ func TestDemoFaultsAreIsolatedAndRetryPasses(t *testing.T) {
 // TestDemoOtherProtocols runs the whole flow on simulated STM32 UART
 // bootloaders, on STM32F405s in QEMU behind their GDB servers, and on
 // simulated DfuSe bootloaders (identical boards, same USB serial) on a
-// simulated USB bus.
+// simulated USB bus, and on SD cards (loop devices when root).
 func TestDemoOtherProtocols(t *testing.T) {
 	for _, c := range []struct {
 		protocol string
@@ -190,6 +190,7 @@ func TestDemoOtherProtocols(t *testing.T) {
 		{"stm32", "4", "64KiB"},
 		{"gdb", "3", "256KiB"},
 		{"dfu", "4", "256KiB"},
+		{"block", "3", "2MiB"},
 	} {
 		t.Run(c.protocol, func(t *testing.T) {
 			dir := t.TempDir()

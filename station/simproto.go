@@ -1,12 +1,16 @@
 package station
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/station-dev/station/fixtures"
@@ -36,7 +40,7 @@ type simDevice struct {
 }
 
 // demoProtocols are the protocols station demo and station sim simulate.
-var demoProtocols = []string{"esp", "stm32", "gdb", "dfu"}
+var demoProtocols = []string{"esp", "stm32", "gdb", "dfu", "block"}
 
 // demoTarget is how a protocol's demo is built: the firmware, where it
 // goes, the device-side locks, and the simulated devices.
@@ -44,6 +48,8 @@ type demoTarget struct {
 	protocol string
 	// address is where the firmware goes.
 	address uint64
+	// format is the artifact's format.
+	format string
 	// maxImage bounds --image-size.
 	maxImage int64
 	// image makes the demo firmware for a version.
@@ -63,6 +69,9 @@ func targetFor(protocol string) (demoTarget, error) {
 			image: rawFirmware, locks: func(string) []string { return []string{"rdp"} }}, nil
 	case "gdb", "dfu":
 		return demoTarget{protocol: protocol, address: 0x08000000, maxImage: 1 << 20,
+			image: rawFirmware, locks: func(string) []string { return nil }}, nil
+	case "block":
+		return demoTarget{protocol: protocol, format: "img", maxImage: 3 << 20,
 			image: rawFirmware, locks: func(string) []string { return nil }}, nil
 	}
 	return demoTarget{}, usageErr("--protocol %q: use %s", protocol, strings.Join(demoProtocols, ", "))
@@ -107,6 +116,8 @@ func startSimulated(ctx context.Context, protocol, dir string, count int, chip s
 		return startQEMUSim(ctx, dir, count, faults, logger)
 	case "dfu":
 		return startDFUSim(count, faults)
+	case "block":
+		return startBlockSim(ctx, dir, count, faults, logger)
 	}
 	return nil, usageErr("--protocol %q: use %s", protocol, strings.Join(demoProtocols, ", "))
 }
@@ -219,6 +230,60 @@ func startDFUSim(count int, faults faultFlags) (*simulated, error) {
 	s := &simulated{fixture: fx, dfuBus: dfusim.NewBus(specs...), close: func() error { return nil }}
 	for _, sl := range fx.Slots {
 		s.devices = append(s.devices, simDevice{Slot: sl.Name, Port: "usb " + sl.USB.Location, ID: "0483:df11"})
+	}
+	return s, nil
+}
+
+// blockCardSize is the size of each simulated SD card.
+const blockCardSize = 8 << 20
+
+// startBlockSim makes count SD cards: files of blockCardSize filled with
+// old data, attached as loop devices when the station runs as root and
+// the kernel has them (as a card in a USB reader is a block device), or
+// left as plain files.
+func startBlockSim(ctx context.Context, dir string, count int, faults faultFlags, logger *slog.Logger) (*simulated, error) {
+	if len(faults) > 0 {
+		return nil, usageErr("--fault: simulated SD cards take no injected faults")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	fx := &fixtures.Fixture{Name: "simulated SD cards"}
+	var loops []string
+	detach := func() error {
+		var errs []error
+		for _, l := range loops {
+			if out, err := exec.Command("losetup", "-d", l).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("losetup -d %s: %v: %s", l, err, out))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	s := &simulated{fixture: fx, close: detach}
+	old := bytes.Repeat([]byte{0xAA}, blockCardSize)
+	for i := range count {
+		name := slotName(i, count)
+		file := filepath.Join(dir, fmt.Sprintf("card-%d.img", i))
+		if err := os.WriteFile(file, old, 0o644); err != nil {
+			detach()
+			return nil, err
+		}
+		dev := file
+		if os.Geteuid() == 0 {
+			out, err := exec.CommandContext(ctx, "losetup", "--find", "--show", file).Output()
+			if err == nil {
+				dev = strings.TrimSpace(string(out))
+				loops = append(loops, dev)
+			} else if i == 0 {
+				logger.Info("no loop devices; the simulated cards are plain files", "err", err)
+			}
+		}
+		fx.Slots = append(fx.Slots, fixtures.Slot{Name: name, Protocol: "block", Port: dev})
+		s.devices = append(s.devices, simDevice{Slot: name, Port: dev, ID: file})
+	}
+	if err := fx.Validate(); err != nil {
+		detach()
+		return nil, err
 	}
 	return s, nil
 }
