@@ -15,8 +15,8 @@ import (
 )
 
 const (
-	imgSize  = 64<<20 + 1000 // a partial last block
-	diskSize = 72 << 20
+	imgSize  = 16<<20 + 1000 // a partial last block
+	diskSize = 20 << 20
 )
 
 // TestWriteMatchesBmaptool writes the image in each compression with and
