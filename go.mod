@@ -7,8 +7,8 @@ require (
 	github.com/creack/pty v1.1.24
 	github.com/mattn/go-sqlite3 v1.14.32
 	go.bug.st/serial v1.6.4
-	golang.org/x/sync v0.24.0
-	golang.org/x/sys v0.49.0
+	golang.org/x/sync v0.25.0
+	golang.org/x/sys v0.50.0
 	gopkg.in/yaml.v3 v3.0.1
 )
 
@@ -16,6 +16,12 @@ require (
 	github.com/google/gousb v1.1.3
 	github.com/klauspost/compress v1.18.2
 	github.com/ulikunitz/xz v0.5.17
+)
+
+require (
+	github.com/boombuler/barcode v1.0.2 // indirect
+	github.com/makiuchi-d/gozxing v0.1.1 // indirect
+	golang.org/x/xerrors v0.0.0-20200804184101-5ec99f83aff1 // indirect
 )
 
 require (
@@ -48,7 +54,7 @@ require (
 	github.com/srwiley/rasterx v0.0.0-20220730225603-2ab79fcdd4ef // indirect
 	github.com/stretchr/testify v1.11.1 // indirect
 	github.com/yuin/goldmark v1.7.8 // indirect
-	golang.org/x/image v0.24.0 // indirect
+	golang.org/x/image v0.48.0 // indirect
 	golang.org/x/net v0.35.0 // indirect
 )
 
@@ -58,5 +64,5 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
-	golang.org/x/text v0.41.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
 )
