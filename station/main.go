@@ -66,6 +66,7 @@ Commands:
             (try this first: no hardware needed)
   dms       serve the device-management service (DMS) over HTTP, or claim
             a device with an activation token ("station dms claim")
+  export    write a signed export of the journal for QA, or verify one
   run       run a work order on the devices of a fixture, unattended
   serve     the station daemon: the API the kiosk uses, hot-plug, sync
   sim       start simulated devices on pseudo-terminals for trying by hand
@@ -95,6 +96,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.demo(ctx, rest)
 	case "dms":
 		return m.dmsCmd(ctx, rest)
+	case "export":
+		return m.exportCmd(ctx, rest)
 	case "run":
 		return m.runCmd(ctx, rest)
 	case "serve":

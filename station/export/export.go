@@ -1,0 +1,475 @@
+// Package export writes signed, self-checking exports of the journal for
+// quality assurance: a CSV of devices, every event as JSON lines, a
+// human-readable transcript per device, and a manifest of every file's
+// SHA-256 and size signed with the station's ed25519 key. Verify proves
+// that not one byte of an export changed since the station wrote it.
+package export
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/station-dev/station/station/journal"
+)
+
+// FormatVersion is the version of the export layout, recorded in the
+// manifest.
+const FormatVersion = 1
+
+// Names of the files of an export.
+const (
+	DevicesFile     = "devices.csv"
+	EventsFile      = "events.jsonl"
+	TranscriptsDir  = "transcripts"
+	ManifestFile    = "manifest.json"
+	SignatureFile   = "manifest.sig"
+	redactedValue   = "[redacted]"
+	pipelineColumns = "identify,preflight,flash,verify,activate,lock,label,done"
+)
+
+// Steps are the pipeline steps that get duration and result columns in
+// devices.csv, in pipeline order (jobs.Steps).
+var Steps = strings.Split(pipelineColumns, ",")
+
+// Filter selects the devices of an export. Zero fields select everything.
+type Filter struct {
+	WorkOrder string `json:"work_order,omitempty"`
+	// Device is a hardware id.
+	Device string `json:"device,omitempty"`
+	// Since and Until select devices with a step event at or after
+	// Since and before Until. A selected device is exported with its
+	// whole history in its work order.
+	Since time.Time `json:"since,omitzero"`
+	Until time.Time `json:"until,omitzero"`
+	// Result selects devices whose derived result is this one.
+	Result journal.Result `json:"result,omitempty"`
+}
+
+// File is one exported file as the manifest lists it.
+type File struct {
+	// Path is relative to the export folder, with forward slashes.
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Manifest describes an export. manifest.json holds it; manifest.sig
+// holds the hex ed25519 signature of manifest.json's exact bytes.
+type Manifest struct {
+	Version int       `json:"version"`
+	Created time.Time `json:"created"`
+	Station string    `json:"station"`
+	Filter  Filter    `json:"filter"`
+	// PublicKey is the hex ed25519 public key whose private half signed
+	// the manifest.
+	PublicKey string `json:"public_key"`
+	Devices   int    `json:"devices"`
+	Events    int    `json:"events"`
+	Files     []File `json:"files"`
+}
+
+// device is one selected device of one work order with its events.
+type device struct {
+	key    [2]string // work order, hardware id
+	state  journal.DeviceState
+	events []journal.Event
+}
+
+// Write exports the devices f selects from j into dir, which must not
+// exist or be empty, signs the manifest with key and returns it.
+func Write(ctx context.Context, j *journal.Journal, f Filter, dir string, key ed25519.PrivateKey) (Manifest, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return Manifest{}, errors.New("export: no valid signing key given (see LoadOrCreateKey)")
+	}
+	if err := prepareDir(dir); err != nil {
+		return Manifest{}, err
+	}
+	devs, err := selectDevices(ctx, j, f)
+	if err != nil {
+		return Manifest{}, err
+	}
+	m := Manifest{
+		Version: FormatVersion, Created: time.Now().UTC().Truncate(time.Second), Station: j.StationID(),
+		Filter: f, PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Devices: len(devs),
+	}
+	add := func(rel string, data []byte) error {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			return fmt.Errorf("export: create folder for %s: %w", rel, err)
+		}
+		if err := writeFile(p, data); err != nil {
+			return fmt.Errorf("export: write %s: %w", rel, err)
+		}
+		sum := sha256.Sum256(data)
+		m.Files = append(m.Files, File{Path: rel, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))})
+		return nil
+	}
+	csvData, err := devicesCSV(devs)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := add(DevicesFile, csvData); err != nil {
+		return Manifest{}, err
+	}
+	var events bytes.Buffer
+	enc := json.NewEncoder(&events)
+	enc.SetEscapeHTML(false)
+	for _, d := range devs {
+		for _, e := range d.events {
+			if err := enc.Encode(e); err != nil {
+				return Manifest{}, fmt.Errorf("export: encode event %d: %w", e.Seq, err)
+			}
+			m.Events++
+		}
+	}
+	if err := add(EventsFile, events.Bytes()); err != nil {
+		return Manifest{}, err
+	}
+	for _, t := range transcripts(devs) {
+		if err := add(TranscriptsDir+"/"+t.name, t.text); err != nil {
+			return Manifest{}, err
+		}
+	}
+	slices.SortFunc(m.Files, func(a, b File) int { return cmp.Compare(a.Path, b.Path) })
+	raw, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("export: encode manifest: %w", err)
+	}
+	raw = append(raw, '\n')
+	if err := writeFile(filepath.Join(dir, ManifestFile), raw); err != nil {
+		return Manifest{}, fmt.Errorf("export: write %s: %w", ManifestFile, err)
+	}
+	sig := hex.EncodeToString(ed25519.Sign(key, raw)) + "\n"
+	if err := writeFile(filepath.Join(dir, SignatureFile), []byte(sig)); err != nil {
+		return Manifest{}, fmt.Errorf("export: write %s: %w", SignatureFile, err)
+	}
+	return m, nil
+}
+
+// prepareDir creates dir, or checks that it is empty: an export is never
+// written over another.
+func prepareDir(dir string) error {
+	if dir == "" {
+		return errors.New("export: no output folder given")
+	}
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("export: create output folder: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("export: read output folder: %w", err)
+	case len(entries) > 0:
+		return fmt.Errorf("export: output folder %s is not empty: choose a new folder (an export is never written over another)", dir)
+	}
+	return nil
+}
+
+func writeFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return errors.Join(err, f.Close())
+	}
+	if err := f.Sync(); err != nil {
+		return errors.Join(err, f.Close())
+	}
+	return f.Close()
+}
+
+// selectDevices reads the events of f's work order and device, groups
+// them by work order and device, and keeps the devices f selects.
+func selectDevices(ctx context.Context, j *journal.Journal, f Filter) ([]device, error) {
+	events, err := j.Events(ctx, journal.Filter{WorkOrder: f.WorkOrder, Device: f.Device})
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	index := map[[2]string]int{}
+	var devs []device
+	for _, e := range events {
+		if e.Device == "" {
+			continue
+		}
+		k := [2]string{e.WorkOrder, e.Device}
+		i, ok := index[k]
+		if !ok {
+			i = len(devs)
+			index[k] = i
+			devs = append(devs, device{key: k})
+		}
+		devs[i].events = append(devs[i].events, scrub(e))
+	}
+	out := devs[:0]
+	for _, d := range devs {
+		d.state = journal.Fold(d.events)
+		if d.state.Events == 0 {
+			continue // no step event: not a device of the pipeline
+		}
+		if f.Result != "" && d.state.Result != f.Result {
+			continue
+		}
+		if !f.Since.IsZero() || !f.Until.IsZero() {
+			if !slices.ContainsFunc(d.events, func(e journal.Event) bool {
+				return e.Kind == journal.KindStep && (f.Since.IsZero() || !e.Time.Before(f.Since)) &&
+					(f.Until.IsZero() || e.Time.Before(f.Until))
+			}) {
+				continue
+			}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// tokenPattern matches activation tokens and API keys that reached an
+// event's text despite the journal's redaction.
+var tokenPattern = regexp.MustCompile(`\b(stk|dmk)_[A-Za-z0-9_\-]{4,}`)
+
+// secretName reports whether a JSON key names a secret: token, secret,
+// key or password, alone or as a part of a name such as api_key.
+func secretName(name string) bool {
+	for part := range strings.FieldsFuncSeq(strings.ToLower(name), func(r rune) bool {
+		return r == '_' || r == '-' || r == '.' || r == ' '
+	}) {
+		switch part {
+		case "token", "secret", "key", "password", "apikey":
+			return true
+		}
+	}
+	return false
+}
+
+// scrub redacts what looks like a secret in an event: every value of a
+// data field whose name says secret, and every token-shaped string.
+func scrub(e journal.Event) journal.Event {
+	e.Error = tokenPattern.ReplaceAllString(e.Error, redactedValue)
+	e.Operator = tokenPattern.ReplaceAllString(e.Operator, redactedValue)
+	if len(e.Data) == 0 {
+		return e
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(e.Data))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		e.Data = json.RawMessage(`{"redacted":"` + redactedValue + `"}`)
+		return e
+	}
+	raw, err := json.Marshal(scrubValue(v))
+	if err != nil {
+		e.Data = json.RawMessage(`{"redacted":"` + redactedValue + `"}`)
+		return e
+	}
+	e.Data = raw
+	return e
+}
+
+func scrubValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if secretName(k) {
+				v[k] = redactedValue
+			} else {
+				v[k] = scrubValue(x)
+			}
+		}
+		return v
+	case []any:
+		for i, x := range v {
+			v[i] = scrubValue(x)
+		}
+		return v
+	case string:
+		return tokenPattern.ReplaceAllString(v, redactedValue)
+	}
+	return v
+}
+
+// dataField returns a field of an event's data as text, "" if absent.
+func dataField(data json.RawMessage, keys ...string) string {
+	if len(data) == 0 {
+		return ""
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return ""
+	}
+	for _, k := range keys {
+		switch v := m[k].(type) {
+		case string:
+			if v != "" {
+				return v
+			}
+		case float64:
+			return strconv.FormatFloat(v, 'f', -1, 64)
+		}
+	}
+	return ""
+}
+
+// CSVHeader is the header row of devices.csv.
+func CSVHeader() []string {
+	h := []string{"work_order", "hardware_id", "serial", "slot", "station", "operator", "firmware_version", "image_sha256"}
+	for _, s := range Steps {
+		h = append(h, s+"_ms")
+	}
+	for _, s := range Steps {
+		h = append(h, s+"_result")
+	}
+	return append(h, "attempts", "first", "last", "last_error", "result")
+}
+
+// devicesCSV renders one row per device.
+func devicesCSV(devs []device) ([]byte, error) {
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	if err := w.Write(CSVHeader()); err != nil {
+		return nil, fmt.Errorf("export: write csv: %w", err)
+	}
+	for _, d := range devs {
+		var station, operator, version, sha string
+		dur := map[string]time.Duration{}
+		res := map[string]journal.Status{}
+		for _, e := range d.events {
+			if e.Station != "" {
+				station = e.Station
+			}
+			if e.Operator != "" {
+				operator = e.Operator
+			}
+			if e.Kind != journal.KindStep {
+				continue
+			}
+			if e.Step == "flash" || e.Step == "verify" || e.Step == "identify" {
+				if v := dataField(e.Data, "firmware_version", "version", "bundle_version"); v != "" {
+					version = v
+				}
+				if v := dataField(e.Data, "image_sha256", "sha256"); v != "" {
+					sha = v
+				}
+			}
+			res[e.Step] = e.Status
+			if e.Status == journal.StatusPassed || e.Status == journal.StatusFailed {
+				dur[e.Step] = e.Duration
+			}
+		}
+		attempts := 0
+		for _, n := range d.state.Attempts {
+			attempts += n
+		}
+		row := []string{d.key[0], d.key[1], d.state.Serial, d.state.Slot, station, operator, version, sha}
+		for _, s := range Steps {
+			if v, ok := dur[s]; ok {
+				row = append(row, strconv.FormatInt(v.Milliseconds(), 10))
+			} else {
+				row = append(row, "")
+			}
+		}
+		for _, s := range Steps {
+			row = append(row, string(res[s]))
+		}
+		row = append(row, strconv.Itoa(attempts), d.state.First.Format(time.RFC3339Nano),
+			d.state.Last.Format(time.RFC3339Nano), d.state.LastError, string(d.state.Result))
+		if err := w.Write(row); err != nil {
+			return nil, fmt.Errorf("export: write csv: %w", err)
+		}
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		return nil, fmt.Errorf("export: write csv: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+type transcript struct {
+	name string
+	text []byte
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
+
+// transcripts renders one protocol log per device; a device seen in
+// several work orders gets one section per work order.
+func transcripts(devs []device) []transcript {
+	byDevice := map[string]int{}
+	var out []transcript
+	used := map[string]bool{}
+	for _, d := range devs {
+		i, ok := byDevice[d.key[1]]
+		if !ok {
+			base := unsafeName.ReplaceAllString(d.key[1], "_")
+			if base == "" || base[0] == '.' {
+				base = "_" + base
+			}
+			name := base + ".txt"
+			for n := 2; used[name]; n++ {
+				name = fmt.Sprintf("%s-%d.txt", base, n)
+			}
+			used[name] = true
+			i = len(out)
+			byDevice[d.key[1]] = i
+			out = append(out, transcript{name: name})
+		}
+		var b bytes.Buffer
+		if len(out[i].text) > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "Device %s, work order %s: %s", d.key[1], d.key[0], d.state.Result)
+		if d.state.Serial != "" {
+			fmt.Fprintf(&b, ", serial %s", d.state.Serial)
+		}
+		b.WriteString("\n")
+		operator := ""
+		for _, e := range d.events {
+			fmt.Fprintf(&b, "%s  #%d  slot %-4s %-10s %-8s", e.Time.Format("2006-01-02 15:04:05.000Z07:00"), e.Seq,
+				orDash(e.Slot), orDash(e.Step), e.Status)
+			if e.Attempt > 0 {
+				fmt.Fprintf(&b, "  attempt %d", e.Attempt)
+			}
+			if e.Duration > 0 {
+				fmt.Fprintf(&b, "  %s", e.Duration.Round(time.Millisecond))
+			}
+			if e.Operator != "" && e.Operator != operator {
+				operator = e.Operator
+				fmt.Fprintf(&b, "  operator %s", oneLine(e.Operator))
+			}
+			if e.Error != "" {
+				fmt.Fprintf(&b, "  error: %s", oneLine(e.Error))
+			}
+			b.WriteString("\n")
+		}
+		out[i].text = append(out[i].text, b.Bytes()...)
+	}
+	return out
+}
+
+// oneLine keeps a transcript entry on one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
