@@ -184,7 +184,17 @@ func (d *deviceRun) flash(ctx context.Context) (map[string]any, error) {
 		d.r.Bus.Update(d.spec.Name, func(s *SlotState) { s.Done, s.Total = done, total })
 	})
 	secs := time.Since(start).Seconds()
-	data := map[string]any{"bytes": total, "segments": len(img.Segments), "seconds": secs}
+	data := map[string]any{"bytes": total, "segments": len(img.Segments), "seconds": secs,
+		"firmware_version": d.r.WorkOrder.Bundle.Version}
+	// What was written, for QA's export: the sha256 of each artifact
+	// this slot's protocol flashes.
+	var sums []string
+	for _, a := range d.r.WorkOrder.Bundle.Artifacts {
+		if a.Target == d.spec.Protocol {
+			sums = append(sums, a.SHA256)
+		}
+	}
+	data["image_sha256"] = strings.Join(sums, "+")
 	if secs > 0 {
 		data["bytes_per_second"] = float64(total) / secs
 	}
