@@ -13,15 +13,10 @@ require (
 )
 
 require (
+	github.com/boombuler/barcode v1.0.2
 	github.com/google/gousb v1.1.3
 	github.com/klauspost/compress v1.18.2
 	github.com/ulikunitz/xz v0.5.17
-)
-
-require (
-	github.com/boombuler/barcode v1.0.2 // indirect
-	github.com/makiuchi-d/gozxing v0.1.1 // indirect
-	golang.org/x/xerrors v0.0.0-20200804184101-5ec99f83aff1 // indirect
 )
 
 require (
@@ -54,7 +49,7 @@ require (
 	github.com/srwiley/rasterx v0.0.0-20220730225603-2ab79fcdd4ef // indirect
 	github.com/stretchr/testify v1.11.1 // indirect
 	github.com/yuin/goldmark v1.7.8 // indirect
-	golang.org/x/image v0.48.0 // indirect
+	golang.org/x/image v0.48.0
 	golang.org/x/net v0.35.0 // indirect
 )
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -246,6 +247,44 @@ func TestDemoSTM32Faults(t *testing.T) {
 			t.Errorf("slot %s = %s (%s), want passed", r.Slot, r.Outcome, r.Message)
 		case says != "" && (r.Outcome != "failed" || r.Step != "flash" || !strings.Contains(r.Message, says)):
 			t.Errorf("slot %s = %s at %s: %q; want failed at flash saying %q", r.Slot, r.Outcome, r.Step, r.Message, says)
+		}
+	}
+}
+
+// TestDemoLabelsDecode reads every label a demo run printed (the PNG the
+// directory sink writes beside the ZPL) with zbarimg: the Code 128 holds
+// the serial and the QR code the serial and the hardware id.
+func TestDemoLabelsDecode(t *testing.T) {
+	if _, err := exec.LookPath("zbarimg"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("zbarimg is missing: scripts/test installs zbar-tools")
+		}
+		t.Skip("zbarimg is missing: run scripts/test, which installs zbar-tools")
+	}
+	dir := t.TempDir()
+	stdout, stderr, err := runMain(t, "demo", "--devices", "4", "--image-size", "64KiB", "--json", "--dir", dir)
+	if err != nil {
+		t.Fatalf("station demo = %v\n%s", err, stderr)
+	}
+	var sum demoSummary
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Labels != 4 {
+		t.Fatalf("the demo printed %d labels, want 4", sum.Labels)
+	}
+	for _, r := range sum.Results {
+		png := filepath.Join(dir, "labels", r.Serial+".png")
+		out, err := exec.Command("zbarimg", "--raw", "-q", png).Output()
+		if err != nil {
+			t.Fatalf("zbarimg %s: %v", png, err)
+		}
+		got := strings.Fields(string(out))
+		want := []string{r.Serial, r.Serial + "|" + r.Device}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("label of %s (%s) decodes to %q, want %q", r.Slot, r.Device, got, want)
 		}
 	}
 }

@@ -7,8 +7,8 @@
 // In the pipeline it serves the label step: the station prints one label
 // per device once the device is activated and locked.
 //
-// Reference: ZPL II Programming Guide (^XA, ^FO, ^A0, ^FH, ^FD, ^FS, ^BC,
-// ^BQ, ^XZ).
+// Reference: ZPL II Programming Guide (^XA, ^FO, ^A0, ^FB, ^FH, ^FD, ^FS,
+// ^BC, ^BQ, ^BX, ^PQ, ^XZ, ~HS).
 package label
 
 import (
@@ -37,27 +37,20 @@ func Escape(s string) string {
 	return b.String()
 }
 
-// ZPL renders the default label: product, part number, serial as Code 128,
-// hardware id, firmware version and work order, and a QR code holding the
-// serial and the hardware id.
+// ZPL renders l as ZPL II with the zero Renderer. For a label it cannot
+// render (unknown template, no serial, gs1 without a GTIN) it returns nil;
+// use Renderer.ZPL to get the reason.
 func ZPL(l jobs.Label) []byte {
-	field := func(x, y, h int, text string) string {
-		return fmt.Sprintf("^FO%d,%d^A0N,%d,%d^FH^FD%s^FS\n", x, y, h, h, Escape(text))
+	b, err := Renderer{}.ZPL(l)
+	if err != nil {
+		return nil
 	}
-	var b strings.Builder
-	b.WriteString("^XA\n^CI28\n^PW812\n^LL406\n")
-	b.WriteString(field(30, 20, 38, l.ProductName))
-	b.WriteString(field(30, 64, 26, "P/N "+l.PartNumber))
-	fmt.Fprintf(&b, "^FO30,100^BY2^BCN,80,Y,N,N^FH^FD%s^FS\n", Escape(l.Serial))
-	b.WriteString(field(30, 230, 26, "ID "+string(l.HardwareID)))
-	b.WriteString(field(30, 264, 26, "FW "+l.FirmwareVersion+"   WO "+l.WorkOrder))
-	b.WriteString(field(30, 298, 22, l.Date.Format("2006-01-02")+"  "+l.Station+"/"+l.Slot))
-	fmt.Fprintf(&b, "^FO560,40^BQN,2,6^FH^FDLA,%s^FS\n", Escape(l.Serial+" "+string(l.HardwareID)))
-	if l.Copies > 1 {
-		fmt.Fprintf(&b, "^PQ%d\n", l.Copies)
-	}
-	b.WriteString("^XZ\n")
-	return []byte(b.String())
+	return b
+}
+
+// PNG renders l as a PNG image with the zero Renderer.
+func PNG(l jobs.Label) ([]byte, error) {
+	return Renderer{}.PNG(l)
 }
 
 // DirSink "prints" labels as files in a folder: one ZPL file per device,
@@ -65,25 +58,45 @@ func ZPL(l jobs.Label) []byte {
 // lines that print from a spooler watching the folder.
 type DirSink struct {
 	Dir string
+	// Renderer renders the labels; the zero value serves every template
+	// except gs1 without a GTIN part number.
+	Renderer Renderer
 }
 
 var _ jobs.Printer = (*DirSink)(nil)
 
-// Print writes the label's ZPL to Dir/<serial>.zpl, replacing an earlier
-// print of the same device (a reprint).
+// Print writes the label's ZPL to Dir/<serial>.zpl and its image to
+// Dir/<serial>.png, replacing an earlier print of the same device (a
+// reprint).
 func (s *DirSink) Print(ctx context.Context, l jobs.Label) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	z, err := s.Renderer.ZPL(l)
+	if err != nil {
+		return err
+	}
+	img, err := s.Renderer.PNG(l)
+	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return fmt.Errorf("label folder: %w", err)
 	}
-	name := fileName(l.Serial) + ".zpl"
-	tmp := filepath.Join(s.Dir, "."+name+".tmp")
-	if err := os.WriteFile(tmp, ZPL(l), 0o644); err != nil {
+	base := fileName(l.Serial)
+	if err := writeFile(s.Dir, base+".png", img); err != nil {
+		return err
+	}
+	return writeFile(s.Dir, base+".zpl", z)
+}
+
+// writeFile replaces dir/name atomically.
+func writeFile(dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return fmt.Errorf("write label %s: %w", name, err)
 	}
-	if err := os.Rename(tmp, filepath.Join(s.Dir, name)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("write label %s: %w", name, err)
 	}
 	return nil
