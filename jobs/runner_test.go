@@ -522,3 +522,50 @@ func TestStopWhileWaitingForDMS(t *testing.T) {
 		t.Errorf("journal: passed %v, last %s; want verify passed and activate last", st.Passed, st.LastStep)
 	}
 }
+
+// TestPrinterOutOfPaperHoldsTheLabel: the printer refuses labels (out of
+// paper) until the test sees a slot say it waits for it; then it prints.
+// Every device passes with its label printed once, and the label step
+// counts one attempt: waiting for the printer is no retry.
+func TestPrinterOutOfPaperHoldsTheLabel(t *testing.T) {
+	r := newRig(t, 2, 10, nil)
+	var down atomic.Bool
+	down.Store(true)
+	var printed atomic.Int32
+	r.runner.Printer = printerFunc(func(ctx context.Context, l jobs.Label) error {
+		if down.Load() {
+			return fmt.Errorf("the label printer is out of paper: load a new roll: %w", jobs.ErrPrinterUnavailable)
+		}
+		printed.Add(1)
+		return nil
+	})
+	r.runner.Bus = &jobs.Bus{}
+	sub := r.runner.Bus.Subscribe()
+	defer sub.Close()
+	waited := make(chan string, 1)
+	go func() {
+		for range sub.C() {
+			for _, s := range sub.Changes() {
+				if s.Waiting != "" {
+					select {
+					case waited <- s.Waiting:
+					default:
+					}
+					down.Store(false) // paper loaded
+				}
+			}
+		}
+	}()
+	sum, err := r.runner.Run(context.Background())
+	if err != nil || sum.Passed != 2 || printed.Load() != 2 {
+		t.Fatalf("Run() with the printer out of paper = %+v, %v, %d labels; want both passed and 2 labels", sum, err, printed.Load())
+	}
+	if msg := <-waited; !strings.Contains(msg, "waiting for the label printer") || !strings.Contains(msg, "out of paper") {
+		t.Errorf("slot said %q while waiting, want it to say it waits for the printer and why", msg)
+	}
+	for _, res := range sum.Results {
+		if st := r.state(res.Device); st.Attempts["label"] != 1 {
+			t.Errorf("%s: %d label attempts, want 1", res.Device, st.Attempts["label"])
+		}
+	}
+}

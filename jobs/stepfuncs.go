@@ -265,7 +265,11 @@ func (d *deviceRun) label(ctx context.Context) (map[string]any, error) {
 	if l.Template == "" {
 		l.Template = "default"
 	}
-	if err := d.r.Printer.Print(ctx, l); err != nil {
+	// A printer out of paper, open or paused holds the label: the slot
+	// says why and the label prints when the printer is back.
+	if err := d.outlast("the label printer", ErrPrinterUnavailable, "the label", func(ctx context.Context) error {
+		return d.r.Printer.Print(ctx, l)
+	}); err != nil {
 		return nil, fmt.Errorf("print label: %w", err)
 	}
 	return map[string]any{"serial": d.serial, "template": l.Template, "copies": l.Copies}, nil

@@ -97,6 +97,10 @@ type LockRequest struct {
 // Errors an Upstream returns, wrapped with details. The pipeline and the
 // operator's messages tell them apart with errors.Is.
 var (
+	// ErrPrinterUnavailable means the label printer cannot print now
+	// (out of paper, head open, paused, no answer): the label step waits
+	// for it, saying why.
+	ErrPrinterUnavailable = errors.New("label printer cannot print now")
 	// ErrUnavailable means the DMS could not be reached. Steps that need
 	// it fail and can be retried once it is back.
 	ErrUnavailable = errors.New("device-management service unreachable")

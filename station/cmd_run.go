@@ -66,7 +66,7 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&operator, "operator", "", "`name` of the operator, recorded with every step")
 	fs.StringVar(&slots, "slots", "", "comma-separated `slots` to run (default: all); use it to retry a slot")
 	fs.IntVar(&parallel, "parallel", 0, "most slots working at once (default: all)")
-	fs.StringVar(&labels, "labels", "labels", "`folder` that receives the labels (ZPL)")
+	fs.StringVar(&labels, "labels", "labels", "where labels go: a `folder` (ZPL and PNG), tcp://HOST:9100 (a ZPL printer; out of paper, head open or paused holds the label and the slot says why) or cups:QUEUE")
 	fs.StringVar(&tokenFile, "token-file", "", "`file` holding the activation token, if the work order does not (or set STATION_TOKEN)")
 	fs.StringVar(&cacheDir, "cache", "", "artifact cache `folder` (default: next to the journal)")
 	fs.BoolVar(&asJSON, "json", false, "print the summary as JSON on stdout (progress goes to stderr)")
@@ -131,9 +131,13 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 	if cacheDir == "" {
 		cacheDir = filepath.Join(filepath.Dir(journalPath), "artifact-cache")
 	}
+	printer, err := label.OpenPrinter(labels)
+	if err != nil {
+		return usageErr("--labels: %v", err)
+	}
 	b := &batch{
 		wo: wo, woDir: woDir, fixture: fx, journal: j, upstream: link.upstream, http: link.http(),
-		printer: &label.DirSink{Dir: labels}, station: stationID, operator: operator,
+		printer: printer, station: stationID, operator: operator,
 		cacheDir: cacheDir, parallel: parallel, logger: logger,
 	}
 	if slots != "" {

@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/station-dev/station/station/dms"
@@ -240,5 +244,89 @@ func TestRunRefusesCorruptArtifactFromDMS(t *testing.T) {
 	cached, _ := filepath.Glob(filepath.Join(dir, "artifact-cache", "*"))
 	if len(cached) != 0 {
 		t.Errorf("the cache kept %v", cached)
+	}
+}
+
+// zebra is a ZPL printer on raw TCP for tests: it answers ~HS with its
+// status, out of paper for the first refusals, and records each job.
+type zebra struct {
+	ln       net.Listener
+	refusals atomic.Int32
+	mu       sync.Mutex
+	jobs     []string
+}
+
+func startZebra(t *testing.T, refusals int32) *zebra {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := &zebra{ln: ln}
+	z.refusals.Store(refusals)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go z.serve(c)
+		}
+	}()
+	return z
+}
+
+func (z *zebra) serve(c net.Conn) {
+	defer c.Close()
+	cmd := make([]byte, 3)
+	if _, err := io.ReadFull(c, cmd); err != nil || string(cmd) != "~HS" {
+		return
+	}
+	paper := "0"
+	if z.refusals.Add(-1) >= 0 {
+		paper = "1"
+	}
+	io.WriteString(c, "\x02030,"+paper+",0,1245,000,0,0,0,000,0,0,0\x03\r\n\x02001,0,0,0,0,2,6,0,00000000,1,000\x03\r\n\x021234,0\x03\r\n")
+	job, _ := io.ReadAll(c)
+	if len(job) > 0 {
+		z.mu.Lock()
+		z.jobs = append(z.jobs, string(job))
+		z.mu.Unlock()
+	}
+}
+
+// TestRunWaitsForThePrinter: the label printer is out of paper for its
+// first answers; the devices wait at the label step, saying why, and each
+// label prints once the paper is in.
+func TestRunWaitsForThePrinter(t *testing.T) {
+	dir, args := runSetup(t, 2)
+	z := startZebra(t, 3)
+	for i, a := range args {
+		if a == "--labels" {
+			args[i+1] = "tcp://" + z.ln.Addr().String()
+		}
+	}
+	args = append(args, "--work-order", filepath.Join(dir, "work-order.json"), "--json", "--log-level", "warn")
+	stdout, stderr, err := runMain(t, args...)
+	if err != nil {
+		t.Fatalf("station run = %v\n%s", err, stderr)
+	}
+	var sum struct{ Passed, Failed int }
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || sum.Passed != 2 {
+		t.Fatalf("station run printed %q (%v); want both devices passed", stdout, err)
+	}
+	if !strings.Contains(stderr, "waiting for the label printer") || !strings.Contains(stderr, "out of paper") {
+		t.Errorf("nothing said the devices waited for the printer:\n%s", stderr)
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if len(z.jobs) != 2 {
+		t.Fatalf("the printer received %d labels, want 2", len(z.jobs))
+	}
+	for _, j := range z.jobs {
+		if !strings.HasPrefix(j, "^XA") || !strings.Contains(j, "THERMO-") {
+			t.Errorf("the printer received %.80q, want a ZPL label with a serial", j)
+		}
 	}
 }

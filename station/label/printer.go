@@ -68,6 +68,10 @@ func (e *PrinterError) Error() string {
 // Unwrap returns the network error, if any.
 func (e *PrinterError) Unwrap() error { return e.Err }
 
+// Is makes a printer problem a jobs.ErrPrinterUnavailable: the label step
+// waits for the printer, the slot saying why.
+func (e *PrinterError) Is(target error) bool { return target == jobs.ErrPrinterUnavailable && !e.Kept }
+
 // HostStatus is the part of a ZPL ~HS host status reply the station uses.
 type HostStatus struct {
 	PaperOut bool // string 1, field 2
@@ -419,4 +423,27 @@ func (q *Queue) retry(ctx context.Context) bool {
 			q.Logger.Info("kept label printed", "serial", l.Serial)
 		}
 	}
+}
+
+// OpenPrinter returns the printer spec names: "tcp://HOST[:PORT]" (a raw
+// ZPL printer, port 9100 by default), "cups:QUEUE" (a CUPS raw queue),
+// or "dir:FOLDER" / a folder path (ZPL and PNG files).
+func OpenPrinter(spec string) (jobs.Printer, error) {
+	switch {
+	case strings.HasPrefix(spec, "tcp://"):
+		addr := strings.TrimPrefix(spec, "tcp://")
+		if addr == "" {
+			return nil, fmt.Errorf("printer %q: give the printer's address, as in tcp://192.168.1.50:9100", spec)
+		}
+		return &TCPPrinter{Addr: addr}, nil
+	case strings.HasPrefix(spec, "cups:"):
+		q := strings.TrimPrefix(spec, "cups:")
+		if q == "" {
+			return nil, fmt.Errorf("printer %q: give the CUPS queue, as in cups:zebra-line3", spec)
+		}
+		return &CUPSPrinter{Queue: q}, nil
+	case spec == "":
+		return nil, fmt.Errorf("no printer given: use tcp://HOST:9100, cups:QUEUE or a folder")
+	}
+	return &DirSink{Dir: strings.TrimPrefix(spec, "dir:")}, nil
 }
