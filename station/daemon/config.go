@@ -33,8 +33,13 @@ type Config struct {
 	DMS DMS `yaml:"dms"`
 	// Journal is the journal file (SQLite).
 	Journal string `yaml:"journal"`
-	// Labels is the folder labels are printed to (ZPL files).
+	// Labels is the folder labels are printed to (ZPL and PNG files)
+	// when no printer is named.
 	Labels string `yaml:"labels,omitempty"`
+	// Printer is the label printer: "tcp://HOST[:9100]" (raw ZPL; out of
+	// paper, head open or paused holds the label and the slot and the
+	// kiosk say why) or "cups:QUEUE". Empty writes to Labels.
+	Printer string `yaml:"printer,omitempty"`
 	// Cache is the artifact cache folder; empty means next to the journal.
 	Cache string `yaml:"cache,omitempty"`
 	// API is where the local API is served.

@@ -142,7 +142,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	printer := opts.Printer
-	if printer == nil {
+	switch {
+	case printer != nil:
+	case cfg.Printer != "":
+		if printer, err = label.OpenPrinter(cfg.Printer); err != nil {
+			j.Close()
+			return nil, fmt.Errorf("printer: %w", err)
+		}
+	default:
 		printer = &label.DirSink{Dir: cfg.LabelsDir()}
 	}
 	d := &Daemon{
