@@ -1,12 +1,16 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,6 +143,11 @@ type Runner struct {
 	// RetryDelay is the pause before a failed device is tried again by
 	// itself; 0 means one second.
 	RetryDelay time.Duration
+	// TraceDir, when set, keeps each device's protocol transcript (one
+	// line per bootloader command and answer, never bulk data) in
+	// TraceDir/<work order>/<hardware id>.log, appended run after run,
+	// for QA's export.
+	TraceDir string
 
 	initOnce sync.Once
 	initErr  error
@@ -392,12 +401,16 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 	r.Bus.Update(spec.Name, func(s *SlotState) {
 		*s = SlotState{Slot: spec.Name, Status: SlotRunning, Started: start}
 	})
+	if r.TraceDir != "" {
+		d.trace = &lockedBuffer{}
+	}
 	defer func() {
 		if d.backend != nil {
 			if err := d.backend.Close(); err != nil {
 				d.log.Warn("close device", "err", err)
 			}
 		}
+		d.keepTrace(start)
 		if d.reserved {
 			r.release(d.res.Outcome == OutcomePassed)
 		}
@@ -467,6 +480,61 @@ type deviceRun struct {
 	skip     map[Step]string // steps to skip, with the reason journaled
 	stop     Outcome         // set by a step that ends the run early
 	res      Result
+	trace    *lockedBuffer // the protocol transcript, when kept
+}
+
+// lockedBuffer collects a backend's transcript.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// keepTrace appends the run's protocol transcript to the device's file.
+func (d *deviceRun) keepTrace(start time.Time) {
+	if d.trace == nil {
+		return
+	}
+	d.trace.mu.Lock()
+	text := d.trace.b.Bytes()
+	d.trace.mu.Unlock()
+	if len(text) == 0 {
+		return
+	}
+	name := string(d.hw)
+	if name == "" {
+		name = "slot-" + d.spec.Name
+	}
+	dir := filepath.Join(d.r.TraceDir, d.r.WorkOrder.ID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		d.log.Warn("keep protocol transcript", "err", err)
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(dir, TraceFileName(name)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		d.log.Warn("keep protocol transcript", "err", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "# %s slot %s, run started %s\n", d.r.Station, d.spec.Name, start.UTC().Format(time.RFC3339Nano))
+	if _, err := f.Write(text); err != nil {
+		d.log.Warn("keep protocol transcript", "err", err)
+	}
+}
+
+// TraceFileName is the file a device's protocol transcript is kept in.
+func TraceFileName(hardwareID string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == ':' || r < 0x20 {
+			return '_'
+		}
+		return r
+	}, hardwareID) + ".log"
 }
 
 // run journals a step as started, runs it under its timeout and journals

@@ -16,9 +16,11 @@ import (
 func (d *deviceRun) identify(ctx context.Context) (map[string]any, error) {
 	r := d.r
 	start := time.Now()
-	b, err := r.Connector.Connect(ctx, d.spec.Name, ConnectOptions{
-		Baud: r.WorkOrder.Flasher.Baud, NoCompress: r.WorkOrder.Flasher.NoCompress, Logger: d.log,
-	})
+	opts := ConnectOptions{Baud: r.WorkOrder.Flasher.Baud, NoCompress: r.WorkOrder.Flasher.NoCompress, Logger: d.log}
+	if d.trace != nil {
+		opts.Trace = d.trace
+	}
+	b, err := r.Connector.Connect(ctx, d.spec.Name, opts)
 	d.link.Add(int64(time.Since(start)))
 	if err != nil {
 		return nil, fmt.Errorf("open device: %w", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"time"
@@ -97,7 +98,7 @@ func (b *batch) runner(ctx context.Context, bus *jobs.Bus, pw io.Writer) (*jobs.
 		WorkOrder: b.wo, Images: images, Slots: specs, Resources: b.fixture.Resources,
 		Connector: conn, Upstream: b.upstream, Printer: b.printer,
 		Journal: b.journal, Station: b.station, Operator: b.operator, Logger: b.logger,
-		Parallel: b.parallel, Bus: bus,
+		Parallel: b.parallel, Bus: bus, TraceDir: traceDir(b.journal.Path()),
 	}, nil
 }
 
@@ -117,6 +118,10 @@ func downloadProgress(w io.Writer) func(name string, done, total int64) {
 		fmt.Fprintf(w, "downloading %s: %s of %s (%.0f %%)\n", name, byteSize(done), byteSize(total), pct)
 	}
 }
+
+// traceDir is where the devices' protocol transcripts are kept: beside
+// the journal.
+func traceDir(journalPath string) string { return filepath.Join(filepath.Dir(journalPath), "traces") }
 
 // output says how a command reports.
 type output struct {

@@ -119,6 +119,7 @@ func (m *Main) exportCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w (name the journal's station with --station)", err)
 	}
 	defer j.Close()
+	f.Traces = traceDir(journalPath)
 	man, err := export.Write(ctx, j, f, out, key)
 	if err != nil {
 		return err

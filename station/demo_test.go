@@ -288,3 +288,33 @@ func TestDemoLabelsDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestExportHoldsProtocolTranscripts: QA's export of a demo run carries
+// each device's bootloader transcript, and verifies.
+func TestExportHoldsProtocolTranscripts(t *testing.T) {
+	dir := t.TempDir()
+	if _, stderr, err := runMain(t, "demo", "--devices", "2", "--image-size", "64KiB", "--dir", dir); err != nil {
+		t.Fatalf("station demo = %v\n%s", err, stderr)
+	}
+	out := filepath.Join(dir, "export")
+	if _, stderr, err := runMain(t, "export", "--journal", filepath.Join(dir, "journal.db"), "--station", demoStation,
+		"--work-order", "WO-DEMO-0001", "--out", out); err != nil {
+		t.Fatalf("station export = %v\n%s", err, stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "transcripts", "*.txt"))
+	if len(files) != 2 {
+		t.Fatalf("%d transcripts, want 2", len(files))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "Protocol transcript") || !strings.Contains(string(b), "> SYNC") || !strings.Contains(string(b), "SPI_FLASH_MD5") {
+			t.Errorf("%s holds no protocol transcript:\n%.400s", f, b)
+		}
+	}
+	if _, stderr, err := runMain(t, "export", "verify", out); err != nil {
+		t.Fatalf("station export verify = %v\n%s", err, stderr)
+	}
+}

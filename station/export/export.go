@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/journal"
 )
 
@@ -58,6 +59,10 @@ type Filter struct {
 	Until time.Time `json:"until,omitzero"`
 	// Result selects devices whose derived result is this one.
 	Result journal.Result `json:"result,omitempty"`
+	// Traces is where the station keeps the devices' protocol
+	// transcripts (jobs.Runner.TraceDir); each device's is added to its
+	// transcript file. Not a filter; empty adds none.
+	Traces string `json:"-"`
 }
 
 // File is one exported file as the manifest lists it.
@@ -140,7 +145,7 @@ func Write(ctx context.Context, j *journal.Journal, f Filter, dir string, key ed
 	if err := add(EventsFile, events.Bytes()); err != nil {
 		return Manifest{}, err
 	}
-	for _, t := range transcripts(devs) {
+	for _, t := range transcripts(devs, f.Traces) {
 		if err := add(TranscriptsDir+"/"+t.name, t.text); err != nil {
 			return Manifest{}, err
 		}
@@ -409,7 +414,7 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
 // transcripts renders one protocol log per device; a device seen in
 // several work orders gets one section per work order.
-func transcripts(devs []device) []transcript {
+func transcripts(devs []device, traces string) []transcript {
 	byDevice := map[string]int{}
 	var out []transcript
 	used := map[string]bool{}
@@ -456,6 +461,13 @@ func transcripts(devs []device) []transcript {
 				fmt.Fprintf(&b, "  error: %s", oneLine(e.Error))
 			}
 			b.WriteString("\n")
+		}
+		if traces != "" {
+			p := filepath.Join(traces, d.key[0], jobs.TraceFileName(d.key[1]))
+			if raw, err := os.ReadFile(p); err == nil {
+				b.WriteString("\nProtocol transcript (the bootloader's commands and answers):\n")
+				b.WriteString(tokenPattern.ReplaceAllString(string(raw), redactedValue))
+			}
 		}
 		out[i].text = append(out[i].text, b.Bytes()...)
 	}
