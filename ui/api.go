@@ -28,6 +28,7 @@ type API interface {
 	Skip(ctx context.Context, slot string) (localapi.State, error)
 	Override(ctx context.Context, slot, reason string) (localapi.State, error)
 	Reprint(ctx context.Context, slot string) (localapi.State, error)
+	LabelPNG(ctx context.Context, slot string) ([]byte, error)
 	SignIn(ctx context.Context, req localapi.SignInRequest) (localapi.Operator, error)
 	SignOut(ctx context.Context) (localapi.State, error)
 	Devices(ctx context.Context, q localapi.DeviceQuery) ([]localapi.DeviceRow, error)

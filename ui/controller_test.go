@@ -1,9 +1,12 @@
 package ui
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"log/slog"
 	"net"
@@ -241,6 +244,12 @@ func (c *testController) Reprint(_ context.Context, slot string) error {
 	return nil
 }
 
+// LabelPNG answers a small white label for any slot; it is no command,
+// so it is not recorded.
+func (c *testController) LabelPNG(_ context.Context, slot string) ([]byte, error) {
+	return testLabelPNG, nil
+}
+
 // SignIn knows the PINs and badges of c.pins.
 func (c *testController) SignIn(_ context.Context, req localapi.SignInRequest) (localapi.Operator, error) {
 	c.mu.Lock()
@@ -349,3 +358,14 @@ func (d *daemon) client() *localapi.Client {
 	}
 	return cl
 }
+
+// testLabelPNG is a small white label.
+var testLabelPNG = func() []byte {
+	img := image.NewGray(image.Rect(0, 0, 80, 40))
+	for i := range img.Pix {
+		img.Pix[i] = 0xff
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	return b.Bytes()
+}()

@@ -535,6 +535,7 @@ func TestDeviceView(t *testing.T) {
 	h := newHarness(t, c, Options{})
 	h.ui(func() { test.Tap(h.tile("S02")) })
 	h.waitFor("the log", func() bool { return h.k.dev != nil && h.k.dev.list.Length() == 2 })
+	h.waitFor("the label's preview", func() bool { return h.k.dev.label.Visible() && h.k.dev.label.Resource != nil })
 	h.ui(func() {
 		v := h.k.dev
 		if got := v.status.Text; got != "FAILED" {

@@ -41,6 +41,8 @@ type deviceView struct {
 	reason   *widget.Entry
 	back     *widget.Button
 	reload   *widget.Button
+	// label previews the device's label as it was printed.
+	label *canvas.Image
 }
 
 // openDevice opens the device view of a slot (a tile's tap).
@@ -55,7 +57,11 @@ func (k *Kiosk) openDevice(slot string) {
 		info:     widget.NewLabel(""),
 		note:     widget.NewLabel(""),
 		reason:   widget.NewEntry(),
+		label:    canvas.NewImageFromResource(nil),
 	}
+	v.label.FillMode = canvas.ImageFillContain
+	v.label.SetMinSize(fyne.NewSize(406, 203))
+	v.label.Hide()
 	v.info.Wrapping = fyne.TextWrapWord
 	v.note.Wrapping = fyne.TextWrapWord
 	v.note.TextStyle.Bold = true
@@ -115,7 +121,7 @@ func (k *Kiosk) openDevice(slot string) {
 		v.note,
 	)
 	k.dev = v
-	k.showPage(container.NewPadded(container.NewBorder(top, actions, nil, nil, v.list)))
+	k.showPage(container.NewPadded(container.NewBorder(top, actions, nil, container.NewVBox(v.label), v.list)))
 	v.setControls(k.connected)
 	v.loadLog()
 }
@@ -180,9 +186,35 @@ func (v *deviceView) act(title, done string, f func(ctx context.Context) (locala
 	})
 }
 
-// loadLog fetches the device's step log.
+// loadLabel fetches the preview of the device's label; a device without
+// one (not labelled yet) shows none.
+func (v *deviceView) loadLabel() {
+	k, device, slot := v.k, v.device, v.slot
+	go func() {
+		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
+		defer cancel()
+		png, err := k.api.LabelPNG(ctx, slot)
+		k.do(func() {
+			if k.dev != v || v.device != device {
+				return
+			}
+			if err != nil || len(png) == 0 {
+				v.label.Hide()
+				return
+			}
+			v.label.Resource = fyne.NewStaticResource("label-"+slot+".png", png)
+			v.label.Show()
+			v.label.Refresh()
+		})
+	}()
+}
+
+// loadLog fetches the device's step log, and its label's preview.
 func (v *deviceView) loadLog() {
 	k, device := v.k, v.device
+	if device != "" {
+		v.loadLabel()
+	}
 	if device == "" {
 		v.log = nil
 		v.list.Refresh()

@@ -13,6 +13,7 @@ import (
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/journal"
+	"github.com/station-dev/station/station/label"
 	"github.com/station-dev/station/station/localapi"
 )
 
@@ -702,6 +703,33 @@ func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
 	}
 	d.changes.notify()
 	return nil
+}
+
+// LabelPNG renders the label of the slot's last device, rebuilt from the
+// journal as Reprint does, for the kiosk's preview.
+func (d *Daemon) LabelPNG(ctx context.Context, slot string) ([]byte, error) {
+	d.mu.Lock()
+	_, err := d.slotLocked(slot)
+	if err == nil {
+		err = d.needWorkOrder()
+	}
+	var wo jobs.WorkOrder
+	if err == nil {
+		wo = d.wo.wo
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	l, err := d.labelFromJournal(ctx, wo, slot)
+	if err != nil {
+		return nil, err
+	}
+	png, err := label.PNG(l)
+	if err != nil {
+		return nil, fmt.Errorf("render the label of %s: %w", l.Serial, err)
+	}
+	return png, nil
 }
 
 // Reprint prints the label of the slot's last device again, rebuilt from

@@ -144,6 +144,20 @@ func (c *Client) DeviceLog(ctx context.Context, device string) ([]LogLine, error
 	return lines, err
 }
 
+// LabelPNG returns the label of the slot's last device as a PNG.
+func (c *Client) LabelPNG(ctx context.Context, slot string) ([]byte, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/slots/"+url.PathEscape(slot)+"/label.png", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read the label of slot %s: %w", slot, err)
+	}
+	return b, nil
+}
+
 // Export writes the selected devices' events to w as JSON lines. An
 // export the daemon could not finish is an error, though w may have
 // received part of it.

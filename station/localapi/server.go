@@ -83,6 +83,15 @@ func NewHandler(c Controller, opts HandlerOptions) http.Handler {
 	mux.HandleFunc(PathRetry, h.command(slotCommand(c.Retry)))
 	mux.HandleFunc(PathSkip, h.command(slotCommand(c.Skip)))
 	mux.HandleFunc(PathReprint, h.command(slotCommand(c.Reprint)))
+	mux.HandleFunc(PathLabel, func(w http.ResponseWriter, r *http.Request) {
+		png, err := c.LabelPNG(r.Context(), r.PathValue("slot"))
+		if err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		w.Header().Set("Content-Type", "image/png")
+		w.Write(png)
+	})
 	mux.HandleFunc(PathOverride, h.command(func(ctx context.Context, r *http.Request) error {
 		var req OverrideRequest
 		if err := decode(r, &req); err != nil {

@@ -147,6 +147,16 @@ func (f *fakeController) Reprint(_ context.Context, slot string) error {
 	return f.do("Reprint", slot)
 }
 
+// fakePNG is what the fake's LabelPNG answers: a PNG's signature.
+var fakePNG = []byte("\x89PNG\r\n\x1a\nlabel")
+
+func (f *fakeController) LabelPNG(_ context.Context, slot string) ([]byte, error) {
+	if err := f.do("LabelPNG", slot); err != nil {
+		return nil, err
+	}
+	return fakePNG, nil
+}
+
 func (f *fakeController) SignIn(_ context.Context, req SignInRequest) (Operator, error) {
 	// The PIN is not recorded: the log test looks for it everywhere.
 	if err := f.do("SignIn"); err != nil {
@@ -676,5 +686,18 @@ func TestImports(t *testing.T) {
 				t.Errorf("%s imports %s: localapi may import only the standard library", name, path)
 			}
 		}
+	}
+}
+
+func TestLabelPreview(t *testing.T) {
+	f := newFake("st-1")
+	s := serveUnix(t, t.TempDir(), f, HandlerOptions{})
+	c, err := NewClient(s.addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.LabelPNG(context.Background(), "S01")
+	if err != nil || !bytes.Equal(got, fakePNG) {
+		t.Fatalf("LabelPNG(S01) = %q, %v; want the controller's PNG", got, err)
 	}
 }

@@ -26,6 +26,7 @@ const (
 	PathSkip      = "POST /v1/slots/{slot}/skip"
 	PathOverride  = "POST /v1/slots/{slot}/override"
 	PathReprint   = "POST /v1/slots/{slot}/reprint"
+	PathLabel     = "GET /v1/slots/{slot}/label.png"
 	PathSignIn    = "POST /v1/sign-in"
 	PathSignOut   = "POST /v1/sign-out"
 	PathDevices   = "GET /v1/devices"
@@ -306,6 +307,9 @@ type Controller interface {
 	// Reprint prints the label of the slot's last device again, from the
 	// journal.
 	Reprint(ctx context.Context, slot string) error
+	// LabelPNG renders the label of the slot's last device as the
+	// printer prints it, for the kiosk's preview.
+	LabelPNG(ctx context.Context, slot string) ([]byte, error)
 	SignIn(ctx context.Context, req SignInRequest) (Operator, error)
 	SignOut(ctx context.Context) error
 	Devices(ctx context.Context, q DeviceQuery) ([]DeviceRow, error)
