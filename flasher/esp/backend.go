@@ -263,7 +263,7 @@ func (b *Backend) connect(ctx context.Context) error {
 			if !errors.As(err, &na) {
 				return fmt.Errorf("connect: %w", err)
 			}
-			if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			if err := flasher.Sleep(ctx, 50*time.Millisecond); err != nil {
 				return fmt.Errorf("connect: %w", err)
 			}
 		}
@@ -294,7 +294,7 @@ func (b *Backend) sync(ctx context.Context) error {
 func (b *Backend) readBootLog(ctx context.Context) error {
 	buf := make([]byte, 512)
 	for range 4 {
-		if err := ctxErr(ctx); err != nil {
+		if err := flasher.CtxErr(ctx); err != nil {
 			return err
 		}
 		n, err := b.link.tail.Read(buf)
@@ -441,7 +441,7 @@ func (b *Backend) changeBaud(ctx context.Context, baud int) error {
 	if err := b.setBaud(baud); err != nil {
 		return err
 	}
-	if err := sleep(ctx, 50*time.Millisecond); err != nil {
+	if err := flasher.Sleep(ctx, 50*time.Millisecond); err != nil {
 		return err
 	}
 	return b.link.flush()

@@ -138,7 +138,7 @@ func (l *link) send(op packet.Op, data []byte, chk uint32) error {
 // command sends a request and waits up to timeout for the response with
 // the same opcode.
 func (l *link) command(ctx context.Context, op packet.Op, data []byte, chk uint32, timeout time.Duration) (packet.Response, error) {
-	if err := ctxErr(ctx); err != nil {
+	if err := flasher.CtxErr(ctx); err != nil {
 		return packet.Response{}, err
 	}
 	if err := l.send(op, data, chk); err != nil {
@@ -153,7 +153,7 @@ func (l *link) command(ctx context.Context, op packet.Op, data []byte, chk uint3
 func (l *link) await(ctx context.Context, op packet.Op, timeout time.Duration) (packet.Response, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		if err := ctxErr(ctx); err != nil {
+		if err := flasher.CtxErr(ctx); err != nil {
 			return packet.Response{}, err
 		}
 		f, err := l.r.ReadFrame()
@@ -264,29 +264,6 @@ func (l *link) drain(ctx context.Context) {
 		}
 	}
 	_ = l.flush()
-}
-
-// ctxErr returns the context's cause once it is done.
-func ctxErr(ctx context.Context) error {
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	return nil
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctxErr(ctx)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
 }
 
 // describeRequest summarises a request for the transcript: opcode

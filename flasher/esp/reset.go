@@ -46,10 +46,10 @@ func (b *Backend) enterBootloader(ctx context.Context, delay time.Duration) erro
 	steps := []func() error{
 		func() error { return b.setDTR(false) }, // IO0 high
 		func() error { return b.setRTS(true) },  // EN low: chip in reset
-		func() error { return sleep(ctx, b.cfg.ResetHold) },
+		func() error { return flasher.Sleep(ctx, b.cfg.ResetHold) },
 		func() error { return b.setDTR(true) },  // IO0 low
 		func() error { return b.setRTS(false) }, // EN high: chip out of reset, samples IO0
-		func() error { return sleep(ctx, delay) },
+		func() error { return flasher.Sleep(ctx, delay) },
 		func() error { return b.setDTR(false) }, // IO0 high: done
 	}
 	for _, s := range steps {
@@ -70,7 +70,7 @@ func (b *Backend) hardReset(ctx context.Context) error {
 	if err := b.setRTS(true); err != nil {
 		return err
 	}
-	if err := sleep(ctx, b.cfg.ResetHold); err != nil {
+	if err := flasher.Sleep(ctx, b.cfg.ResetHold); err != nil {
 		return err
 	}
 	return b.setRTS(false)
@@ -138,7 +138,7 @@ func (b *Backend) readBanner(ctx context.Context) (string, error) {
 	buf := make([]byte, 256)
 	lines := 0
 	for time.Now().Before(deadline) {
-		if err := ctxErr(ctx); err != nil {
+		if err := flasher.CtxErr(ctx); err != nil {
 			return "", err
 		}
 		n, err := b.port.Read(buf)

@@ -424,9 +424,9 @@ func (b *Backend) enterBootloader(ctx context.Context) error {
 	steps := []func() error{
 		func() error { return b.setLine("BOOT0 (high)", boot0, true) },
 		func() error { return b.setLine("NRST (low)", nrst, true) },
-		func() error { return sleep(ctx, b.cfg.ResetHold) },
+		func() error { return flasher.Sleep(ctx, b.cfg.ResetHold) },
 		func() error { return b.setLine("NRST (low)", nrst, false) },
-		func() error { return sleep(ctx, b.cfg.BootDelay) },
+		func() error { return flasher.Sleep(ctx, b.cfg.BootDelay) },
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
@@ -441,7 +441,7 @@ func (b *Backend) enterBootloader(ctx context.Context) error {
 func (b *Backend) resync(ctx context.Context) error {
 	var err error
 	for range b.cfg.ConnectAttempts + 2 {
-		if err = sleep(ctx, b.cfg.BootDelay); err != nil {
+		if err = flasher.Sleep(ctx, b.cfg.BootDelay); err != nil {
 			return err
 		}
 		if err = b.link.flush(); err != nil {
@@ -491,7 +491,7 @@ func (b *Backend) Reset(ctx context.Context) (string, error) {
 		if err := b.link.flush(); err != nil {
 			return "", b.fail(err, "reset")
 		}
-		if err := sleep(ctx, b.cfg.ResetHold); err != nil {
+		if err := flasher.Sleep(ctx, b.cfg.ResetHold); err != nil {
 			return "", err
 		}
 		if err := b.setLine("NRST (low)", nrst, false); err != nil {
@@ -524,7 +524,7 @@ func (b *Backend) readLine(ctx context.Context, wait time.Duration) (string, err
 			}
 			continue
 		}
-		if err := ctxErr(ctx); err != nil {
+		if err := flasher.CtxErr(ctx); err != nil {
 			return "", err
 		}
 		if err := l.fill(); err != nil {

@@ -137,7 +137,7 @@ func (l *link) fill() error {
 func (l *link) readFull(ctx context.Context, n int, what string, timeout time.Duration) ([]byte, error) {
 	deadline := time.Now().Add(timeout)
 	for len(l.pending) < n {
-		if err := ctxErr(ctx); err != nil {
+		if err := flasher.CtxErr(ctx); err != nil {
 			return nil, err
 		}
 		if !time.Now().Before(deadline) {
@@ -179,7 +179,7 @@ func (l *link) ack(ctx context.Context, cmd Command, stage string, timeout time.
 
 // command sends a command byte and its complement and waits for the ACK.
 func (l *link) command(ctx context.Context, cmd Command) error {
-	if err := ctxErr(ctx); err != nil {
+	if err := flasher.CtxErr(ctx); err != nil {
 		return err
 	}
 	if err := l.write([]byte{byte(cmd), ^byte(cmd)}); err != nil {
@@ -203,29 +203,6 @@ func (l *link) flush() error {
 		return fmt.Errorf("flush the port's input: %w: %w", err, flasher.ErrLinkLost)
 	}
 	return nil
-}
-
-// ctxErr returns the context's cause once it is done.
-func ctxErr(ctx context.Context) error {
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	return nil
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctxErr(ctx)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
 }
 
 // isNack reports whether err is a NACK.
