@@ -91,7 +91,7 @@ KIOSK_PACKAGES=(libgl1-mesa-dev xorg-dev)
 
 # Packages the tests need beyond the build: PostgreSQL for the DMS, and a
 # real X server and a screen grabber for the kiosk.
-TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux zbar-tools dmtx-utils)
+TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux mount e2fsprogs zbar-tools dmtx-utils)
 
 # build_station: the station binary into BIN_DIR.
 build_station() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -291,15 +292,15 @@ func TestRefuseMounted(t *testing.T) {
 	dir := t.TempDir()
 	disk := newDisk(t, dir, 32<<20, 0)
 	if !isLoop(disk) {
-		t.Skip("no loop device: cannot test mount refusal")
+		need(t, "root and a loop device (losetup, from util-linux; scripts/test runs as root in CI)", errors.New(disk+" is a plain file"))
 	}
 	if out, err := exec.Command("mkfs.ext4", "-q", disk).CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v %s", err, out)
+		need(t, "mkfs.ext4 (Debian e2fsprogs, which scripts/test installs)", fmt.Errorf("%v: %s", err, out))
 	}
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	if out, err := exec.Command("mount", disk, mnt).CombinedOutput(); err != nil {
-		t.Skipf("mount: %v %s", err, out)
+		need(t, "mount as root (Debian mount, which scripts/test installs)", fmt.Errorf("%v: %s", err, out))
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	_, err := OpenTarget(disk, Options{AllowFixed: true})

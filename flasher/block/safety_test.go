@@ -16,7 +16,9 @@ import (
 )
 
 // TestRefuseSystemDisk checks that the disk holding / is refused, with the
-// fixed-disk override or without it.
+// fixed-disk override or without it. Where / is on no block device (a
+// container's overlay), a loop device stands in for the system disk in a
+// made-up mountinfo.
 func TestRefuseSystemDisk(t *testing.T) {
 	var st syscall.Stat_t
 	if err := syscall.Stat("/", &st); err != nil {
@@ -24,7 +26,9 @@ func TestRefuseSystemDisk(t *testing.T) {
 	}
 	dev := uint64(st.Dev)
 	if _, err := os.Stat(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev))); err != nil {
-		t.Skipf("/ is not on a block device here (overlay or tmpfs): %v", err)
+		t.Logf("/ is on no block device here (%v): a loop device stands in for the system disk", err)
+		refuseStandInRoot(t)
+		return
 	}
 	for _, allowFixed := range []bool{false, true} {
 		err := CheckSafe(dev, allowFixed)
@@ -32,6 +36,26 @@ func TestRefuseSystemDisk(t *testing.T) {
 			t.Errorf("CheckSafe(/, allowFixed=%v): %v, want a root filesystem refusal", allowFixed, err)
 		}
 		t.Log(err)
+	}
+}
+
+// refuseStandInRoot mounts nothing: it names a loop device as the root
+// filesystem's in a made-up mountinfo and checks the refusal.
+func refuseStandInRoot(t *testing.T) {
+	disk := newDisk(t, t.TempDir(), 1<<20, 0)
+	if !isLoop(disk) {
+		need(t, "root and a loop device (losetup, from util-linux; scripts/test runs as root in CI)", errors.New(disk+" is a plain file"))
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	mm := fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
+	mi := filepath.Join(t.TempDir(), "mountinfo")
+	os.WriteFile(mi, []byte("22 1 "+mm+" / / rw,relatime shared:1 - ext4 "+disk+" rw\n"), 0o644)
+	err := checkMounts(mi, map[string]string{mm: filepath.Base(disk)})
+	if !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "root filesystem") {
+		t.Errorf("the stand-in system disk %s: %v, want a root filesystem refusal", disk, err)
 	}
 }
 
