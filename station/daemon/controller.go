@@ -592,6 +592,33 @@ func (d *Daemon) slotLocked(name string) (*slotState, error) {
 	return s, nil
 }
 
+// workSlotLocked returns the named slot of the loaded work order. Call
+// with d.mu held.
+func (d *Daemon) workSlotLocked(name string) (*slotState, error) {
+	s, err := d.slotLocked(name)
+	if err == nil {
+		err = d.needWorkOrder()
+	}
+	return s, err
+}
+
+// slotLabel rebuilds the label of the slot's last device from the
+// journal, with the loaded work order it belongs to.
+func (d *Daemon) slotLabel(ctx context.Context, slot string) (jobs.WorkOrder, jobs.Label, error) {
+	d.mu.Lock()
+	_, err := d.workSlotLocked(slot)
+	var wo jobs.WorkOrder
+	if err == nil {
+		wo = d.wo.wo
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return wo, jobs.Label{}, err
+	}
+	l, err := d.labelFromJournal(ctx, wo, slot)
+	return wo, l, err
+}
+
 // Retry runs a failed slot's device again, from its last passed step.
 func (d *Daemon) Retry(ctx context.Context, slot string) error {
 	op, err := d.requireOperator(false)
@@ -599,10 +626,7 @@ func (d *Daemon) Retry(ctx context.Context, slot string) error {
 		return err
 	}
 	d.mu.Lock()
-	s, err := d.slotLocked(slot)
-	if err == nil {
-		err = d.needWorkOrder()
-	}
+	s, err := d.workSlotLocked(slot)
 	switch {
 	case err != nil:
 	case d.run == localapi.RunStopping || d.closing:
@@ -672,10 +696,7 @@ func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
 		return opErr(localapi.ErrInvalid, "give the reason the failed device is accepted: it goes in the journal")
 	}
 	d.mu.Lock()
-	s, err := d.slotLocked(slot)
-	if err == nil {
-		err = d.needWorkOrder()
-	}
+	s, err := d.workSlotLocked(slot)
 	switch {
 	case err != nil:
 	case s.busy || !s.held || s.res.Outcome != jobs.OutcomeFailed:
@@ -708,20 +729,7 @@ func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
 // LabelPNG renders the label of the slot's last device, rebuilt from the
 // journal as Reprint does, for the kiosk's preview.
 func (d *Daemon) LabelPNG(ctx context.Context, slot string) ([]byte, error) {
-	d.mu.Lock()
-	_, err := d.slotLocked(slot)
-	if err == nil {
-		err = d.needWorkOrder()
-	}
-	var wo jobs.WorkOrder
-	if err == nil {
-		wo = d.wo.wo
-	}
-	d.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	l, err := d.labelFromJournal(ctx, wo, slot)
+	_, l, err := d.slotLabel(ctx, slot)
 	if err != nil {
 		return nil, err
 	}
@@ -740,20 +748,7 @@ func (d *Daemon) Reprint(ctx context.Context, slot string) error {
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	_, err = d.slotLocked(slot)
-	if err == nil {
-		err = d.needWorkOrder()
-	}
-	var wo jobs.WorkOrder
-	if err == nil {
-		wo = d.wo.wo
-	}
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	l, err := d.labelFromJournal(ctx, wo, slot)
+	wo, l, err := d.slotLabel(ctx, slot)
 	if err != nil {
 		return err
 	}
