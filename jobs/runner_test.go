@@ -460,23 +460,14 @@ func TestDMSOutageWaitsAndLosesNothing(t *testing.T) {
 	up := &flakyUpstream{Upstream: r.runner.Upstream}
 	up.down.Store(true)
 	r.runner.Upstream = up
-	r.runner.Bus = &jobs.Bus{}
-	sub := r.runner.Bus.Subscribe()
-	defer sub.Close()
 	waited := make(chan string, 1)
-	go func() {
-		for range sub.C() {
-			for _, s := range sub.Changes() {
-				if s.Waiting != "" {
-					select {
-					case waited <- s.Waiting:
-					default:
-					}
-					up.down.Store(false) // the DMS comes back
-				}
-			}
+	onWaiting(t, r.runner, func(msg string) {
+		select {
+		case waited <- msg:
+		default:
 		}
-	}()
+		up.down.Store(false) // the DMS comes back
+	})
 	sum, err := r.runner.Run(context.Background())
 	if err != nil || sum.Passed != 2 {
 		t.Fatalf("Run() during an outage = %+v, %v; want both devices passed once the DMS is back", sum, err)
@@ -495,24 +486,30 @@ func TestDMSOutageWaitsAndLosesNothing(t *testing.T) {
 	}
 }
 
+// onWaiting gives the runner a live-state bus and calls f with what a
+// slot says it waits for, each time one does, until the test ends.
+func onWaiting(t *testing.T, r *jobs.Runner, f func(msg string)) {
+	r.Bus = &jobs.Bus{}
+	sub := r.Bus.Subscribe()
+	t.Cleanup(sub.Close)
+	go func() {
+		for range sub.C() {
+			for _, s := range sub.Changes() {
+				if s.Waiting != "" {
+					f(s.Waiting)
+				}
+			}
+		}
+	}()
+}
+
 func TestStopWhileWaitingForDMS(t *testing.T) {
 	r := newRig(t, 1, 10, nil)
 	up := &flakyUpstream{Upstream: r.runner.Upstream}
 	up.down.Store(true)
 	r.runner.Upstream = up
 	ctx, cancel := context.WithCancel(context.Background())
-	r.runner.Bus = &jobs.Bus{}
-	sub := r.runner.Bus.Subscribe()
-	defer sub.Close()
-	go func() {
-		for range sub.C() {
-			for _, s := range sub.Changes() {
-				if s.Waiting != "" {
-					cancel()
-				}
-			}
-		}
-	}()
+	onWaiting(t, r.runner, func(string) { cancel() })
 	res := r.runner.RunSlot(ctx, "S1")
 	if res.Outcome != jobs.OutcomeFailed || res.Step != jobs.StepActivate || !errors.Is(res.Err, jobs.ErrStopped) {
 		t.Fatalf("RunSlot(stopped while waiting) = %s at %s: %v", res.Outcome, res.Step, res.Err)
@@ -539,23 +536,14 @@ func TestPrinterOutOfPaperHoldsTheLabel(t *testing.T) {
 		printed.Add(1)
 		return nil
 	})
-	r.runner.Bus = &jobs.Bus{}
-	sub := r.runner.Bus.Subscribe()
-	defer sub.Close()
 	waited := make(chan string, 1)
-	go func() {
-		for range sub.C() {
-			for _, s := range sub.Changes() {
-				if s.Waiting != "" {
-					select {
-					case waited <- s.Waiting:
-					default:
-					}
-					down.Store(false) // paper loaded
-				}
-			}
+	onWaiting(t, r.runner, func(msg string) {
+		select {
+		case waited <- msg:
+		default:
 		}
-	}()
+		down.Store(false) // paper loaded
+	})
 	sum, err := r.runner.Run(context.Background())
 	if err != nil || sum.Passed != 2 || printed.Load() != 2 {
 		t.Fatalf("Run() with the printer out of paper = %+v, %v, %d labels; want both passed and 2 labels", sum, err, printed.Load())
