@@ -89,20 +89,16 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 		// a minute and a half per device.
 		imageSize = "64KiB"
 	}
-	size, err := fixtures.ParseSize(imageSize)
-	switch {
-	case err != nil:
-		return usageErr("--image-size: %v", err)
-	case size < 4096 || size > 3<<20:
-		return usageErr("--image-size must be between 4KiB and 3MiB (the app partition of a 4 MiB chip)")
-	case protocol != "esp" && protocol != "block" && size > 1<<20:
-		return usageErr("--image-size must be at most 1MiB for %s (the flash of an STM32F405)", protocol)
-	case devices < 1 || devices > 128:
-		return usageErr("--devices must be between 1 and 128")
-	}
 	target, err := targetFor(protocol)
 	if err != nil {
 		return err
+	}
+	size, err := target.imageSize(imageSize)
+	switch {
+	case err != nil:
+		return err
+	case devices < 1 || devices > 128:
+		return usageErr("--devices must be between 1 and 128")
 	}
 	if chip == "" && protocol == "esp" {
 		chip = "esp32"

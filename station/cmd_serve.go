@@ -116,9 +116,10 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 			s.PlugDelay = fixtures.Duration(plugDelay)
 		}
 		if imageSize != "" {
-			size, err := fixtures.ParseSize(imageSize)
-			if err != nil || size < 4096 || size > 3<<20 {
-				return usageErr("--image-size %q: give a size between 4KiB and 3MiB, e.g. 1MiB", imageSize)
+			t, _ := targetFor("esp") // station serve simulates ESP chips
+			size, err := t.imageSize(imageSize)
+			if err != nil {
+				return err
 			}
 			s.ImageSize = size
 		}

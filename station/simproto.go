@@ -50,8 +50,9 @@ type demoTarget struct {
 	address uint64
 	// format is the artifact's format.
 	format string
-	// maxImage bounds --image-size.
+	// maxImage bounds --image-size, and maxWhy says why.
 	maxImage int64
+	maxWhy   string
 	// image makes the demo firmware for a version.
 	image func(version string, size int) []byte
 	// locks are the device-side locks the demo work order asks for.
@@ -61,20 +62,33 @@ type demoTarget struct {
 func targetFor(protocol string) (demoTarget, error) {
 	switch protocol {
 	case "esp", "":
-		return demoTarget{protocol: "esp", address: 0x10000, maxImage: 3 << 20,
+		return demoTarget{protocol: "esp", address: 0x10000, maxImage: 3 << 20, maxWhy: "the app partition of a 4 MiB chip",
 			image: func(v string, n int) []byte { return sim.ESPAppImage(v, "thermostat", n, 1) },
 			locks: defaultLocks}, nil
 	case "stm32":
-		return demoTarget{protocol: "stm32", address: 0x08000000, maxImage: 1 << 20,
+		return demoTarget{protocol: "stm32", address: 0x08000000, maxImage: 1 << 20, maxWhy: "the flash of an STM32F405",
 			image: rawFirmware, locks: func(string) []string { return []string{"rdp"} }}, nil
 	case "gdb", "dfu":
-		return demoTarget{protocol: protocol, address: 0x08000000, maxImage: 1 << 20,
+		return demoTarget{protocol: protocol, address: 0x08000000, maxImage: 1 << 20, maxWhy: "the flash of an STM32F405",
 			image: rawFirmware, locks: func(string) []string { return nil }}, nil
 	case "block":
-		return demoTarget{protocol: protocol, format: "img", maxImage: 3 << 20,
+		return demoTarget{protocol: protocol, format: "img", maxImage: 3 << 20, maxWhy: "what the demo keeps in memory per work order",
 			image: rawFirmware, locks: func(string) []string { return nil }}, nil
 	}
 	return demoTarget{}, usageErr("--protocol %q: use %s", protocol, strings.Join(demoProtocols, ", "))
+}
+
+// imageSize reads --image-size for the target: at least 4 KiB, at most
+// what the target holds.
+func (t demoTarget) imageSize(s string) (fixtures.Size, error) {
+	size, err := fixtures.ParseSize(s)
+	switch {
+	case err != nil:
+		return 0, usageErr("--image-size: %v", err)
+	case size < 4096 || int64(size) > t.maxImage:
+		return 0, usageErr("--image-size must be between 4KiB and %s for %s (%s)", byteSize(t.maxImage), t.protocol, t.maxWhy)
+	}
+	return size, nil
 }
 
 // rawFirmware is a firmware image for a Cortex-M's flash: a vector table
