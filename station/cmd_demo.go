@@ -11,8 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,7 +21,6 @@ import (
 	"github.com/station-dev/station/fixtures/sim"
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/dms"
-	"github.com/station-dev/station/station/dms/server"
 	"github.com/station-dev/station/station/journal"
 	"github.com/station-dev/station/station/label"
 )
@@ -217,13 +214,16 @@ type demoEnv struct {
 	batch   *batch
 	labels  string
 	link    *dmsLink
-	server  *http.Server
+	// stopDMS stops serving the DMS over HTTP.
+	stopDMS []func()
 }
 
 func (e *demoEnv) close() {
 	e.journal.Close()
 	e.sim.close()
-	e.server.Close()
+	for _, stop := range e.stopDMS {
+		stop()
+	}
 	e.store.Close()
 }
 
@@ -251,18 +251,15 @@ func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demo
 	env.image, env.store, env.dms = seed.image, seed.store, seed.svc
 
 	// The DMS over HTTP on loopback, and the station's own key for it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("serve the embedded DMS: %w", err)
-	}
-	env.server = &http.Server{Handler: server.New(server.Config{Service: seed.svc, Logger: logger}), ReadHeaderTimeout: 10 * time.Second}
-	go env.server.Serve(ln)
-	closers = append(closers, func() { env.server.Close() })
-	key, err := demoStationKey(ctx, seed.svc, filepath.Join(spec.dir, "station.key"))
+	url, err := serveDMS(seed.svc, logger, &env.stopDMS)
+	closers = append(closers, env.stopDMS...)
 	if err != nil {
 		return nil, err
 	}
-	url := "http://" + ln.Addr().String()
+	key, err := stationKey(ctx, seed.svc, demoStation, filepath.Join(spec.dir, "station.key"))
+	if err != nil {
+		return nil, err
+	}
 	env.link, err = openDMS(ctx, url, key, demoStation, logger)
 	if err != nil {
 		return nil, err
@@ -308,22 +305,6 @@ func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demo
 
 // demoStation is the demo station's id.
 const demoStation = "demo-station"
-
-// demoStationKey returns the demo station's API key, kept in path (mode
-// 0600) so that a kept folder run again uses the same one.
-func demoStationKey(ctx context.Context, svc *dms.Service, path string) (jobs.Secret, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return jobs.NewSecret(strings.TrimSpace(string(b))), nil
-	}
-	_, secret, err := svc.CreateKey(ctx, dms.Key{Role: dms.RoleStation, Station: demoStation, Name: "station demo"})
-	if err != nil {
-		return jobs.Secret{}, fmt.Errorf("create the demo station's API key: %w", err)
-	}
-	if err := os.WriteFile(path, []byte(secret.Reveal()+"\n"), 0o600); err != nil {
-		return jobs.Secret{}, err
-	}
-	return secret, nil
-}
 
 // demoSeed is the demo's embedded DMS and what it holds.
 type demoSeed struct {

@@ -147,7 +147,7 @@ func stationKey(ctx context.Context, svc *dms.Service, station, path string) (jo
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return jobs.Secret{}, fmt.Errorf("read the station key: %w", err)
 	}
-	_, secret, err := svc.CreateKey(ctx, dms.Key{Role: dms.RoleStation, Station: station, Name: "station serve"})
+	_, secret, err := svc.CreateKey(ctx, dms.Key{Role: dms.RoleStation, Station: station, Name: "station " + station})
 	if err != nil {
 		return jobs.Secret{}, fmt.Errorf("create the station's API key in the embedded DMS: %w", err)
 	}
