@@ -20,26 +20,7 @@ import (
 // the simulation's control socket.
 func TestServeSimulated(t *testing.T) {
 	dir := t.TempDir()
-	pr, pw := io.Pipe()
-	var errb testkit.Buffer
-	m := &Main{Stdout: pw, Stderr: &errb, Getenv: func(string) string { return "" }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, []string{"serve", "--simulate", "2", "--dir", dir, "--json", "--plug-delay", "300ms"})
-		pw.Close()
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("station serve = %v\n%s", err, errb.String())
-		}
-	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatalf("station serve printed nothing: %v\n%s", err, errb.String())
-	}
-	go io.Copy(io.Discard, pr)
+	ctx, line := startServe(t, "--simulate", "2", "--dir", dir, "--json", "--plug-delay", "300ms")
 	var info struct {
 		Socket, Control, Station string
 		WorkOrder                string `json:"work_order"`
@@ -51,18 +32,7 @@ func TestServeSimulated(t *testing.T) {
 	if info.Slots != 2 || info.Socket != filepath.Join(dir, "api.sock") || info.WorkOrder == "" {
 		t.Fatalf("startup line = %+v; want 2 slots, socket in %s, a work order", info, dir)
 	}
-	c, err := localapi.NewClient("unix:"+info.Socket, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.SignIn(ctx, localapi.SignInRequest{PIN: "1234"}); err != nil {
-		t.Fatalf("SignIn(demo operator) = %v", err)
-	}
-	// The work order of the simulation loads by itself.
-	follow(t, c, "work order loaded", func(st localapi.State) bool { return st.Run == localapi.RunReady })
-	if _, err := c.Start(ctx); err != nil {
-		t.Fatalf("Start() = %v", err)
-	}
+	c := signInAndStart(ctx, t, info.Socket)
 	st := follow(t, c, "both devices passed", func(st localapi.State) bool {
 		return len(st.Slots) == 2 && st.Slots[0].Status == localapi.SlotPassed && st.Slots[1].Status == localapi.SlotPassed
 	})
@@ -121,4 +91,51 @@ func TestServeCommandLine(t *testing.T) {
 			t.Errorf("station %s = %v (exit %d), want exit %d with %q", strings.Join(tt.args, " "), err, Code(err), tt.code, tt.want)
 		}
 	}
+}
+
+// startServe runs "station serve args..." in this process until the test
+// ends (then it must end without an error), and returns a context that
+// ends with it and its startup line.
+func startServe(t *testing.T, args ...string) (context.Context, string) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	var errb testkit.Buffer
+	m := &Main{Stdout: pw, Stderr: &errb, Getenv: func(string) string { return "" }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, append([]string{"serve"}, args...))
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("station serve = %v\n%s", err, errb.String())
+		}
+	})
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("station serve printed nothing: %v\n%s", err, errb.String())
+	}
+	go io.Copy(io.Discard, pr)
+	return ctx, line
+}
+
+// signInAndStart signs the demo operator in at a simulated station's
+// socket, waits for the simulation's work order (it loads by itself) and
+// starts the run.
+func signInAndStart(ctx context.Context, t *testing.T, socket string) *localapi.Client {
+	t.Helper()
+	c, err := localapi.NewClient("unix:"+socket, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SignIn(ctx, localapi.SignInRequest{PIN: "1234"}); err != nil {
+		t.Fatalf("SignIn(demo operator) = %v", err)
+	}
+	follow(t, c, "work order loaded", func(st localapi.State) bool { return st.Run == localapi.RunReady })
+	if _, err := c.Start(ctx); err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	return c
 }

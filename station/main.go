@@ -62,6 +62,7 @@ Usage:
   station <command> [flags]
 
 Commands:
+  config    check the station's configuration ("station config check")
   demo      run the whole flow on simulated devices with an embedded DMS
             (try this first: no hardware needed)
   dms       serve the device-management service (DMS) over HTTP, or claim
@@ -92,6 +93,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
+	case "config":
+		return m.configCmd(ctx, rest)
 	case "demo":
 		return m.demo(ctx, rest)
 	case "dms":

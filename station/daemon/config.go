@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/station-dev/station/fixtures"
 )
@@ -150,13 +147,11 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig decodes a configuration without checking it (see Validate).
 func ParseConfig(data []byte) (Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
+	if err := fixtures.DecodeYAML(data, &cfg); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Config{}, errors.New("the file is empty; see docs/station-yaml.md for an example")
 		}
-		return Config{}, fmt.Errorf("%s (see docs/station-yaml.md)", strings.TrimPrefix(err.Error(), "yaml: "))
+		return Config{}, fmt.Errorf("%w (see docs/station-yaml.md for the keys)", err)
 	}
 	return cfg, nil
 }
@@ -221,6 +216,16 @@ func (c *Config) Validate() error {
 			}
 		case scheme != "sqlite":
 			bad("dms.url", "%q: use http://HOST:PORT or sqlite:FILE", c.DMS.URL)
+		}
+	}
+	if p := c.Printer; p != "" {
+		scheme, rest, _ := strings.Cut(p, ":")
+		rest = strings.TrimPrefix(rest, "//")
+		switch {
+		case scheme != "tcp" && scheme != "cups":
+			bad("printer", "%q: use tcp://HOST:9100 for a network ZPL printer or cups:QUEUE (or leave it out and set labels: for a folder)", p)
+		case rest == "":
+			bad("printer", "%q names no printer: give tcp://HOST:9100 or cups:QUEUE", p)
 		}
 	}
 	if c.Journal == "" {

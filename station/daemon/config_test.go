@@ -35,8 +35,8 @@ operators:
 		want    string // part of the error; "" means valid
 	}{
 		{"valid", base, goodFixture, ""},
-		{"unknown key", base + "colour: blue\n", goodFixture, "line 12: field colour not found"},
-		{"unknown nested key", strings.Replace(base, "  socket: api.sock", "  socket: api.sock\n  sokcet: x", 1), goodFixture, "line 9: field sokcet not found"},
+		{"unknown key", base + "colour: blue\n", goodFixture, "line 12: unknown key \"colour\""},
+		{"unknown nested key", strings.Replace(base, "  socket: api.sock", "  socket: api.sock\n  sokcet: x", 1), goodFixture, "line 9: unknown key \"sokcet\""},
 		{"missing fixture file", base, "", "fixture: read fixture"},
 		{"slot without port", base, "name: bench\nslots:\n  - name: A1\n    protocol: esp\n", "slots[0] (A1).port: is missing"},
 		{"no station", strings.Replace(base, "station: st-1\n", "", 1), goodFixture, "station: is missing"},

@@ -361,7 +361,7 @@ func (d *Daemon) load(ctx context.Context, id, operator string) error {
 		cancel()
 		return loadError(id, err)
 	}
-	runner.Journal = syncingJournal{Journal: d.journal, after: d.nudgeSync}
+	runner.Journal = syncingJournal{Journal: d.journal, after: d.appended}
 	counts, err := d.readCounts(ctx, id)
 	if err != nil {
 		cancel()
@@ -715,6 +715,7 @@ func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
 	e := operatorEvent(op.Name, "override", id, slot, map[string]any{"reason": reason, "failed_step": step})
 	e.Device = string(device)
 	d.note(ctx, e)
+	d.metrics.overridden()
 	if counts, err := d.readCounts(ctx, id); err == nil {
 		d.mu.Lock()
 		if d.wo != nil && d.wo.wo.ID == id {

@@ -89,6 +89,7 @@ type Daemon struct {
 	changes    notifier
 	statePath  string
 	lns        []listener
+	metrics    *daemonMetrics
 
 	mu       sync.Mutex
 	base     context.Context // Run's context: devices stop with it
@@ -155,7 +156,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	d := &Daemon{
 		cfg: cfg, log: logger, backend: opts.Backend, journal: j, fixture: fx, fixtureDir: fxDir,
 		bus: &jobs.Bus{}, printer: &printerLink{p: printer, dir: cfg.LabelsDir()}, version: opts.Version,
-		operators: cfg.Operators, statePath: cfg.StatePath(),
+		operators: cfg.Operators, statePath: cfg.StatePath(), metrics: newDaemonMetrics(opts.Version, fx),
 		run: localapi.RunIdle, slots: map[string]*slotState{}, base: context.Background(),
 	}
 	n := cfg.Limits.Parallel
@@ -203,7 +204,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var servers []*http.Server
 	for _, l := range lns {
 		srv := &http.Server{
-			Handler:           localapi.NewHandler(d, localapi.HandlerOptions{Key: l.key, Logger: d.log}),
+			Handler:           localapi.NewHandler(d, localapi.HandlerOptions{Key: l.key, Logger: d.log, Metrics: d.WriteMetrics}),
 			ReadHeaderTimeout: 10 * time.Second,
 			BaseContext:       func(net.Listener) context.Context { return ctx },
 		}
@@ -301,11 +302,12 @@ func (d *Daemon) SocketPath() string { return d.cfg.Path(d.cfg.API.Socket) }
 // note journals an event of the station (not of a device) and nudges the
 // sync. A journal that cannot be written is logged: the event is lost.
 func (d *Daemon) note(ctx context.Context, e journal.Event) {
-	if _, err := d.journal.Append(ctx, e); err != nil {
+	out, err := d.journal.Append(ctx, e)
+	if err != nil {
 		d.log.Error("write journal", "step", e.Step, "err", err)
 		return
 	}
-	d.nudgeSync()
+	d.appended(out)
 }
 
 func (d *Daemon) nudgeSync() {
@@ -324,16 +326,17 @@ func mustJSON(v any) json.RawMessage {
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
-// syncingJournal nudges the sync after every append of the pipeline.
+// syncingJournal tells after of every append of the pipeline (metrics,
+// and a nudge to the sync).
 type syncingJournal struct {
 	*journal.Journal
-	after func()
+	after func([]journal.Event)
 }
 
 func (j syncingJournal) Append(ctx context.Context, events ...journal.Event) ([]journal.Event, error) {
 	out, err := j.Journal.Append(ctx, events...)
 	if err == nil {
-		j.after()
+		j.after(out)
 	}
 	return out, err
 }

@@ -349,20 +349,28 @@ func TestOperatorsAndSupervisors(t *testing.T) {
 	}
 }
 
-func TestFailedDeviceRetryAndOverride(t *testing.T) {
-	b := newBench(t, 2, 5, false)
-	ctx := t.Context()
+// runToFailure makes every simulated device refuse writes from half its
+// flash, runs the work order as the operator and waits until every slot
+// failed.
+func (b *bench) runToFailure(ctx context.Context) localapi.State {
+	b.t.Helper()
 	for _, d := range b.sim.Fleet.Devices() {
 		d.ESP().SetFaults(sim.Faults{FailWritesFrom: 50})
 	}
 	b.signIn(pinOperator)
 	if err := b.d.Load(ctx, b.sim.WorkOrder); err != nil {
-		t.Fatal(err)
+		b.t.Fatal(err)
 	}
 	if err := b.d.Start(ctx); err != nil {
-		t.Fatal(err)
+		b.t.Fatal(err)
 	}
-	st := waitFor(t, b.d, "both failed", allStatus(localapi.SlotFailed))
+	return waitFor(b.t, b.d, "every slot failed", allStatus(localapi.SlotFailed))
+}
+
+func TestFailedDeviceRetryAndOverride(t *testing.T) {
+	b := newBench(t, 2, 5, false)
+	ctx := t.Context()
+	st := b.runToFailure(ctx)
 	codes := map[string]int{}
 	for _, a := range st.Alerts {
 		codes[a.Code]++

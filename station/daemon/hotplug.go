@@ -194,6 +194,7 @@ func (d *Daemon) startSlot(name string) {
 // run when the work order's quantity is done.
 func (d *Daemon) finished(wo *loaded, name string, res jobs.Result) {
 	d.log.Info("device finished", "slot", name, "hardware_id", res.Device, "outcome", res.Outcome, "message", res.Message)
+	d.metrics.deviceEnded(res)
 	counts, err := d.readCounts(context.WithoutCancel(wo.ctx), wo.wo.ID)
 	d.mu.Lock()
 	s := d.slots[name]

@@ -65,6 +65,20 @@ type DirSink struct {
 
 var _ jobs.Printer = (*DirSink)(nil)
 
+// Status reports whether labels can be written: the folder exists (or
+// can be made) and is writable.
+func (s *DirSink) Status(ctx context.Context) error {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return fmt.Errorf("label folder %s cannot be made: %w", s.Dir, err)
+	}
+	f, err := os.CreateTemp(s.Dir, ".check-*")
+	if err != nil {
+		return fmt.Errorf("label folder %s is not writable: %w", s.Dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 // Print writes the label's ZPL to Dir/<serial>.zpl and its image to
 // Dir/<serial>.png, replacing an earlier print of the same device (a
 // reprint).

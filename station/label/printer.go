@@ -143,27 +143,53 @@ func (p *TCPPrinter) Print(ctx context.Context, l jobs.Label) error {
 
 // Send checks the printer's status and sends zpl as is.
 func (p *TCPPrinter) Send(ctx context.Context, zpl []byte) error {
-	timeout := p.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
+	return p.session(ctx, func(conn net.Conn) error {
+		conn.SetDeadline(time.Now().Add(p.timeout()))
+		if _, err := conn.Write(zpl); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return p.noAnswer(fmt.Errorf("send label: %w", err))
+		}
+		return nil
+	})
+}
+
+// Status asks the printer for its host status (~HS) without printing:
+// nil when it could print now, else a *PrinterError saying why not.
+func (p *TCPPrinter) Status(ctx context.Context) error {
+	return p.session(ctx, func(net.Conn) error { return nil })
+}
+
+func (p *TCPPrinter) timeout() time.Duration {
+	if p.Timeout <= 0 {
+		return 5 * time.Second
 	}
-	noAnswer := func(err error) error {
-		return &PrinterError{Problem: ProblemNoAnswer, Printer: p.Addr, Err: err}
-	}
+	return p.Timeout
+}
+
+func (p *TCPPrinter) noAnswer(err error) error {
+	return &PrinterError{Problem: ProblemNoAnswer, Printer: p.Addr, Err: err}
+}
+
+// session connects, checks the host status and, when the printer can
+// print, calls then on the same connection.
+func (p *TCPPrinter) session(ctx context.Context, then func(net.Conn) error) error {
+	timeout := p.timeout()
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", p.addr())
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return noAnswer(err)
+		return p.noAnswer(err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	conn.SetDeadline(time.Now().Add(timeout))
 	if _, err := conn.Write([]byte("~HS")); err != nil {
-		return noAnswer(err)
+		return p.noAnswer(err)
 	}
 	r := bufio.NewReader(conn)
 	var reply []byte
@@ -174,24 +200,17 @@ func (p *TCPPrinter) Send(ctx context.Context, zpl []byte) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return noAnswer(fmt.Errorf("status reply: %w", err))
+			return p.noAnswer(fmt.Errorf("status reply: %w", err))
 		}
 	}
 	st, err := ParseHostStatus(reply)
 	if err != nil {
-		return noAnswer(err)
+		return p.noAnswer(err)
 	}
 	if pr := st.Problem(); pr != "" {
 		return &PrinterError{Problem: pr, Printer: p.Addr}
 	}
-	conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := conn.Write(zpl); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return noAnswer(fmt.Errorf("send label: %w", err))
-	}
-	return nil
+	return then(conn)
 }
 
 // CUPSPrinter prints raw ZPL through a CUPS queue with lp.
@@ -200,6 +219,8 @@ type CUPSPrinter struct {
 	Queue string
 	// Command is the lp program; "" means "lp" from PATH.
 	Command string
+	// StatusCommand is the lpstat program; "" means "lpstat" from PATH.
+	StatusCommand string
 	// Renderer renders the labels.
 	Renderer Renderer
 }
@@ -446,4 +467,26 @@ func OpenPrinter(spec string) (jobs.Printer, error) {
 		return nil, fmt.Errorf("no printer given: use tcp://HOST:9100, cups:QUEUE or a folder")
 	}
 	return &DirSink{Dir: strings.TrimPrefix(spec, "dir:")}, nil
+}
+
+// Status asks CUPS about the queue (lpstat -p): nil when it exists and
+// is enabled.
+func (p *CUPSPrinter) Status(ctx context.Context) error {
+	name := p.StatusCommand
+	if name == "" {
+		name = "lpstat"
+	}
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return fmt.Errorf("cannot ask CUPS about queue %q: %s is not installed: install the CUPS client (apt install cups-client)", p.Queue, name)
+	}
+	out, err := exec.CommandContext(ctx, path, "-p", p.Queue).CombinedOutput()
+	text := strings.TrimSpace(string(out))
+	if err != nil {
+		return fmt.Errorf("CUPS has no usable queue %q (%s): list the queues with lpstat -p and fix the printer line", p.Queue, text)
+	}
+	if strings.Contains(text, "disabled") {
+		return &PrinterError{Problem: ProblemPaused, Printer: p.Queue, Err: errors.New(text)}
+	}
+	return nil
 }

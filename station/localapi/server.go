@@ -1,6 +1,7 @@
 package localapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -33,6 +34,10 @@ type HandlerOptions struct {
 	// Heartbeat is the interval of the event stream's ": ping" comments;
 	// zero means 15 s.
 	Heartbeat time.Duration
+	// Metrics, when set, writes the daemon's metrics in the Prometheus
+	// text format for GET /metrics (guarded by Key like every call);
+	// nil leaves the call out (404).
+	Metrics func(ctx context.Context, w io.Writer) error
 }
 
 // handler serves the local API for a Controller.
@@ -140,6 +145,9 @@ func NewHandler(c Controller, opts HandlerOptions) http.Handler {
 		writeJSON(w, http.StatusOK, lines)
 	})
 	mux.HandleFunc(PathExport, h.serveExport)
+	if opts.Metrics != nil {
+		mux.HandleFunc(PathMetrics, h.serveMetrics(opts.Metrics))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, fmt.Errorf("the station daemon has no call %s %s: the kiosk and the daemon may be of different versions (see docs/local-api.md): %w",
 			r.Method, r.URL.Path, ErrNotFound))
@@ -204,6 +212,22 @@ func (h *handler) serveExport(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.ErrorContext(r.Context(), "export cut short", "err", err)
 	panic(http.ErrAbortHandler)
+}
+
+// serveMetrics answers the metrics written by write. They are written
+// whole before the answer starts, so a failure is an ordinary error
+// answer and never a cut text that Prometheus would half read.
+func (h *handler) serveMetrics(write func(ctx context.Context, w io.Writer) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		if err := write(r.Context(), &b); err != nil {
+			h.writeError(w, r, fmt.Errorf("write metrics: %w", err))
+			return
+		}
+		w.Header().Set("Content-Type", MetricsContentType)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(b.Bytes()) //nolint:errcheck // the scraper went away: nothing to do
+	}
 }
 
 // exportWriter writes the export's headers with its first byte.

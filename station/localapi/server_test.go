@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/station-dev/station/station/internal/testkit"
 )
 
 // fakeController is an in-memory Controller: it records the calls it gets,
@@ -699,5 +701,89 @@ func TestLabelPreview(t *testing.T) {
 	got, err := c.LabelPNG(context.Background(), "S01")
 	if err != nil || !bytes.Equal(got, fakePNG) {
 		t.Fatalf("LabelPNG(S01) = %q, %v; want the controller's PNG", got, err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	const key = "metrics-key-4e5f6a"
+	const text = "# HELP station_slots Slots in the fixture.\n# TYPE station_slots gauge\nstation_slots 2\n"
+	var logs testkit.Buffer // the handlers write it while the test reads
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var (
+		mu      sync.Mutex
+		failing error
+	)
+	write := func(ctx context.Context, w io.Writer) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing != nil {
+			io.WriteString(w, "station_slots") // half written: must not reach the scraper
+			return failing
+		}
+		_, err := io.WriteString(w, text)
+		return err
+	}
+	f := newFake("S1")
+	opts := HandlerOptions{Metrics: write, Logger: logger}
+	unix := serveUnix(t, t.TempDir(), f, opts)
+	opts.Key = key
+	loop := serveLoopback(t, f, opts)
+	none := serveUnix(t, t.TempDir(), f, HandlerOptions{})
+
+	tests := []struct {
+		name       string
+		s          *server
+		auth       string
+		fail       error
+		wantStatus int
+		wantBody   string
+	}{
+		{"unix without key", unix, "", nil, 200, text},
+		{"loopback with the key", loop, "Bearer " + key, nil, 200, text},
+		{"loopback without key", loop, "", nil, 401, `"code":"unauthorized"`},
+		{"loopback with a wrong key", loop, "Bearer nope", nil, 401, `"code":"unauthorized"`},
+		{"metrics fail", unix, "", errors.New("journal is locked"), 500, `"code":"internal"`},
+		{"no metrics configured", none, "", nil, 404, `"code":"not_found"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			failing = tt.fail
+			mu.Unlock()
+			var header []string
+			if tt.auth != "" {
+				header = []string{"Authorization", tt.auth}
+			}
+			resp, body := raw(t, tt.s, "GET", "/metrics", "", "", header...)
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.wantBody) {
+				t.Fatalf("GET /metrics = %d %q, want %d with %q", resp.StatusCode, body, tt.wantStatus, tt.wantBody)
+			}
+			if tt.wantStatus != 200 {
+				if strings.Contains(body, "station_slots") {
+					t.Errorf("GET /metrics failed with part of the metrics: %q", body)
+				}
+				return
+			}
+			if body != text {
+				t.Errorf("GET /metrics = %q, want exactly %q", body, text)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != MetricsContentType {
+				t.Errorf("Content-Type = %q, want %q", ct, MetricsContentType)
+			}
+		})
+	}
+	if resp, _ := raw(t, unix, "POST", "/metrics", "", ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("POST /metrics = %d, want 404 as any call the daemon does not have", resp.StatusCode)
+	}
+
+	// Scrapes come every 15 s: a good one logs nothing at info level.
+	before := len(logs.String())
+	for range 3 {
+		if resp, _ := raw(t, unix, "GET", "/metrics", "", ""); resp.StatusCode != 200 {
+			t.Fatalf("GET /metrics = %d", resp.StatusCode)
+		}
+	}
+	if got := logs.String()[before:]; got != "" {
+		t.Errorf("scrapes logged at info level:\n%s", got)
 	}
 }

@@ -32,7 +32,14 @@ const (
 	PathDevices   = "GET /v1/devices"
 	PathDeviceLog = "GET /v1/devices/{device}/log"
 	PathExport    = "GET /v1/export"
+	// PathMetrics serves Prometheus metrics in the text format 0.0.4,
+	// when HandlerOptions.Metrics is set.
+	PathMetrics = "GET /metrics"
 )
+
+// MetricsContentType is the Content-Type of GET /metrics: the Prometheus
+// text exposition format 0.0.4.
+const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 
 // RunState is what the station is doing with its work order.
 type RunState string

@@ -30,6 +30,9 @@ Usage: station-kiosk [flags]
 Flags:
 `
 
+// Set by the build: -ldflags "-X main.version=... -X main.commit=...".
+var version, commit string
+
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(os.Args[1:], log); err != nil {
@@ -47,6 +50,7 @@ func run(args []string, log *slog.Logger) error {
 	addr := fs.String("api", defAPI, "the daemon's local API: unix:/path/api.sock or http://127.0.0.1:PORT (env STATION_API)")
 	keyFile := fs.String("key-file", "", "file holding the loopback API key (for an http:// address)")
 	windowed := fs.Bool("windowed", false, "show a window instead of the full screen")
+	showVersion := fs.Bool("version", false, "print the version and the commit, and exit")
 	statsFile := fs.String("stats", "", "at exit, write the kiosk's counters and its median change-to-screen latency to this `file` (JSON), for scripts/bench")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -56,6 +60,10 @@ func run(args []string, log *slog.Logger) error {
 		return nil
 	} else if err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Printf("station-kiosk %s (commit %s)\n", orDash(version), orDash(commit))
+		return nil
 	}
 	key := ""
 	if *keyFile != "" {
@@ -103,4 +111,11 @@ func writeStats(path string, k *ui.Kiosk) error {
 		return fmt.Errorf("write the stats: %w", err)
 	}
 	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
