@@ -34,14 +34,13 @@ Flags:
 var version, commit string
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(os.Args[1:], log); err != nil {
-		log.Error("station-kiosk", "err", err)
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "station-kiosk:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string, log *slog.Logger) error {
+func run(args []string) error {
 	fs := flag.NewFlagSet("station-kiosk", flag.ContinueOnError)
 	defAPI := os.Getenv("STATION_API")
 	if defAPI == "" {
@@ -51,6 +50,7 @@ func run(args []string, log *slog.Logger) error {
 	keyFile := fs.String("key-file", "", "file holding the loopback API key (for an http:// address)")
 	windowed := fs.Bool("windowed", false, "show a window instead of the full screen")
 	showVersion := fs.Bool("version", false, "print the version and the commit, and exit")
+	logJSON := fs.Bool("log-json", false, "write logs to stderr as JSON lines")
 	statsFile := fs.String("stats", "", "at exit, write the kiosk's counters and its median change-to-screen latency to this `file` (JSON), for scripts/bench")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -60,6 +60,10 @@ func run(args []string, log *slog.Logger) error {
 		return nil
 	} else if err != nil {
 		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if *logJSON {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
 	if *showVersion {
 		fmt.Printf("station-kiosk %s (commit %s)\n", orDash(version), orDash(commit))
