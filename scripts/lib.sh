@@ -91,8 +91,8 @@ KIOSK_PACKAGES=(libgl1-mesa-dev xorg-dev)
 
 # Packages the tests need beyond the build: PostgreSQL for the DMS, and a
 # real X server and a screen grabber for the kiosk; for the packages'
-# install test, debootstrap, lintian and systemd-analyze.
-TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux mount e2fsprogs zbar-tools dmtx-utils debootstrap lintian systemd)
+# install test, debootstrap, lintian, systemd-analyze and udevadm.
+TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux mount e2fsprogs zbar-tools dmtx-utils debootstrap lintian systemd udev)
 
 # build_station: the station binary into BIN_DIR.
 build_station() {
