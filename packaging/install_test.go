@@ -132,21 +132,34 @@ func TestPackages(t *testing.T) {
 		{"without an init system", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := freshRoot(t, tc.systemd)
-			for _, deb := range []string{station, kiosk} {
-				data, err := os.ReadFile(deb)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(r, "tmp", filepath.Base(deb)), data, 0o644); err != nil {
-					t.Fatal(err)
-				}
+			var extra []string
+			if tc.systemd {
+				extra = []string{"systemd"}
 			}
-			if out, code := chroot(t, r, "dpkg", "-i", "/tmp/"+filepath.Base(station), "/tmp/"+filepath.Base(kiosk)); code != 0 {
-				t.Fatalf("dpkg -i: exit %d\n%s", code, out)
-			}
+			r := freshRoot(t, extra...)
+			install(t, r, station, kiosk)
 			checkInstalled(t, r, version, commit, tc.systemd)
 		})
+	}
+	t.Run("boots", func(t *testing.T) { bootInstalled(t, station, kiosk) })
+}
+
+// install installs the packages into the root r with dpkg -i.
+func install(t *testing.T, r string, debs ...string) {
+	t.Helper()
+	args := []string{"dpkg", "-i"}
+	for _, deb := range debs {
+		data, err := os.ReadFile(deb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(r, "tmp", filepath.Base(deb)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "/tmp/"+filepath.Base(deb))
+	}
+	if out, code := chroot(t, r, args...); code != 0 {
+		t.Fatalf("dpkg -i: exit %d\n%s", code, out)
 	}
 }
 
@@ -355,14 +368,12 @@ func gitCommit(t *testing.T, root string) string {
 // with debootstrap (it does not resolve a local package's dependencies).
 var rootPackages = []string{"libusb-1.0-0", "libudev1", "libgl1", "libx11-6", "libxrandr2", "libxcursor1", "libxi6", "libxinerama1", "libxxf86vm1"}
 
-// freshRoot makes a fresh Debian root (minbase) in a temporary folder, from
-// a tarball of its packages cached in the user's cache folder.
-func freshRoot(t *testing.T, systemd bool) string {
+// freshRoot makes a fresh Debian root (minbase, the packages' libraries
+// and extra) in a temporary folder, from a tarball of its packages cached
+// in the user's cache folder.
+func freshRoot(t *testing.T, extra ...string) string {
 	t.Helper()
-	include := append([]string(nil), rootPackages...)
-	if systemd {
-		include = append(include, "systemd")
-	}
+	include := append(append([]string(nil), rootPackages...), extra...)
 	suite := osRelease(t, "VERSION_CODENAME")
 	mirror := debianMirror()
 	sum := sha256.Sum256([]byte(suite + " " + strings.Join(include, ",")))
