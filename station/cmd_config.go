@@ -245,7 +245,7 @@ func (c *configChecker) files(cfg *daemon.Config) {
 			continue
 		}
 		if fh, err := os.Open(p); err != nil {
-			c.add(levelError, f.key, "%s cannot be read by this user: %v", p, errors.Unwrap(err))
+			c.add(levelError, f.key, "%s cannot be read by this user (%v): the station service reads it as user station; run the check as root or as a member of group station, or fix its owner and mode (root:station 0640)", p, errors.Unwrap(err))
 			continue
 		} else {
 			fh.Close()
