@@ -47,6 +47,13 @@ for i in $(seq 30); do
 	sleep 1
 done
 echo "BOOTCHECK s1=$s1"
+# Open devices the way the daemon would: in its cgroup (where systemd's
+# device policy applies) and mount namespace, as its user.
+pid=$(systemctl show -p MainPID --value station)
+cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$pid/cgroup)
+inside() { sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cg" nsenter -t "$pid" -m "$@"; }
+echo "BOOTCHECK open_tty=$(inside setpriv --reuid station --regid station --init-groups sh -c 'exec 3<>/dev/ttyUSB0 && echo ok' 2>&1 | tail -1)"
+echo "BOOTCHECK open_disk=$(inside sh -c 'exec 3</dev/vda && echo ok' 2>&1 | tail -1)"
 echo "BOOTCHECK exposure=$(systemd-analyze security station.service --no-pager | sed -n 's/.*Overall exposure level for station.service: \([0-9.]*\).*/\1/p')"
 echo "BOOTCHECK done"
 `
@@ -117,6 +124,14 @@ func bootInstalled(t *testing.T, debs ...string) {
 		if got[key] != want {
 			t.Errorf("after boot, %s = %q, want %q", key, got[key], want)
 		}
+	}
+	if got["open_tty"] != "ok" {
+		t.Errorf("the daemon's user in its cgroup and mount namespace cannot open /dev/ttyUSB0: %q", got["open_tty"])
+	}
+	// The device policy is in force: even root, in the daemon's cgroup,
+	// cannot open the machine's own disk.
+	if !strings.Contains(got["open_disk"], "Operation not permitted") {
+		t.Errorf("in the daemon's cgroup, opening /dev/vda gave %q; want the device policy to refuse it", got["open_disk"])
 	}
 	if got["s1"] == "" || got["s1"] == "empty" {
 		t.Errorf("slot S1 is %q with the adapter on /dev/ttyUSB0; want the daemon to see a device", got["s1"])

@@ -114,7 +114,7 @@ func TestPackages(t *testing.T) {
 		list := run(t, "dpkg-deb", "-c", station) + run(t, "dpkg-deb", "-c", kiosk)
 		for _, f := range []string{
 			"./usr/bin/station", "./lib/systemd/system/station.service", "./lib/udev/rules.d/60-station.rules",
-			"./usr/lib/sysusers.d/station.conf", "./usr/lib/tmpfiles.d/station.conf",
+			"./usr/lib/sysusers.d/station.conf", "./usr/lib/tmpfiles.d/station.conf", "./usr/lib/modules-load.d/station.conf",
 			"./usr/share/doc/station/copyright", "./usr/share/doc/station/changelog.Debian.gz",
 			"./usr/bin/station-kiosk", "./usr/bin/station-kiosk-session", "./usr/share/xsessions/station-kiosk.desktop",
 		} {
