@@ -92,8 +92,8 @@ KIOSK_PACKAGES=(libgl1-mesa-dev xorg-dev)
 # Packages the tests need beyond the build: PostgreSQL for the DMS, and a
 # real X server and a screen grabber for the kiosk; for the packages'
 # install test, debootstrap, lintian, systemd-analyze, udevadm, and QEMU
-# to boot the installed packages.
-TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux mount e2fsprogs zbar-tools dmtx-utils debootstrap lintian systemd udev qemu-system-x86)
+# to boot the installed packages; xwininfo for the kiosk session.
+TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux mount e2fsprogs zbar-tools dmtx-utils debootstrap lintian systemd udev qemu-system-x86 x11-utils)
 
 # build_station: the station binary into BIN_DIR.
 build_station() {
