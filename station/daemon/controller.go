@@ -315,15 +315,16 @@ func (d *Daemon) Load(ctx context.Context, ref string) error {
 // operator is empty when the daemon restores it after a restart.
 func (d *Daemon) load(ctx context.Context, id, operator string) error {
 	d.mu.Lock()
-	if d.loading != "" {
+	if loading := d.loading; loading != "" {
 		d.mu.Unlock()
-		return opErr(localapi.ErrState, "work order %s is being loaded: wait for it", d.loading)
+		return opErr(localapi.ErrState, "work order %s is being loaded: wait for it", loading)
 	}
 	if old := d.wo; old != nil {
 		switch {
 		case d.run == localapi.RunRunning || d.run == localapi.RunPaused || d.run == localapi.RunStopping:
+			e := opErr(localapi.ErrAlreadyRuns, "work order %s is %s: a supervisor stops it before another is loaded", old.wo.ID, d.run) // read under the lock
 			d.mu.Unlock()
-			return opErr(localapi.ErrAlreadyRuns, "work order %s is %s: a supervisor stops it before another is loaded", old.wo.ID, d.run)
+			return e
 		case d.anyBusy():
 			d.mu.Unlock()
 			return opErr(localapi.ErrAlreadyRuns, "devices of work order %s are still at work: wait for them", old.wo.ID)
@@ -484,14 +485,17 @@ func (d *Daemon) Start(ctx context.Context) error {
 	case localapi.RunPaused:
 		action = "resumed"
 	case localapi.RunRunning:
+		e := opErr(localapi.ErrState, "work order %s is already running", d.wo.wo.ID) // read under the lock
 		d.mu.Unlock()
-		return opErr(localapi.ErrState, "work order %s is already running", d.wo.wo.ID)
+		return e
 	case localapi.RunComplete:
+		e := opErr(localapi.ErrState, "work order %s is complete: load the next one", d.wo.wo.ID) // read under the lock
 		d.mu.Unlock()
-		return opErr(localapi.ErrState, "work order %s is complete: load the next one", d.wo.wo.ID)
+		return e
 	default:
+		e := opErr(localapi.ErrState, "work order %s is %s", d.wo.wo.ID, d.run) // read under the lock
 		d.mu.Unlock()
-		return opErr(localapi.ErrState, "work order %s is %s", d.wo.wo.ID, d.run)
+		return e
 	}
 	d.run = localapi.RunRunning
 	d.save()
@@ -526,8 +530,9 @@ func (d *Daemon) Pause(ctx context.Context) error {
 		return err
 	}
 	if d.run != localapi.RunRunning {
+		e := opErr(localapi.ErrState, "work order %s is not running (it is %s)", d.wo.wo.ID, d.run) // read under the lock
 		d.mu.Unlock()
-		return opErr(localapi.ErrState, "work order %s is not running (it is %s)", d.wo.wo.ID, d.run)
+		return e
 	}
 	d.run = localapi.RunPaused
 	d.save()
@@ -547,8 +552,9 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		return err
 	}
 	if d.run == localapi.RunStopping {
+		e := opErr(localapi.ErrState, "work order %s is already stopping", d.wo.wo.ID) // read under the lock
 		d.mu.Unlock()
-		return opErr(localapi.ErrState, "work order %s is already stopping", d.wo.wo.ID)
+		return e
 	}
 	wo := d.wo
 	d.run = localapi.RunStopping
