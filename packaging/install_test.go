@@ -31,7 +31,7 @@ func need(t *testing.T, ok bool, what string) {
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s (scripts/lib.sh TEST_PACKAGES lists the tools; CI runs as root)", what)
 	}
-	t.Skipf("%s (scripts/test installs the tools; the install test runs as root)", what)
+	t.Skipf("%s: scripts/test installs the tools; run it as root, as CI does", what)
 }
 
 func repoRoot(t *testing.T) string {

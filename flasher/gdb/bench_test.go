@@ -16,7 +16,7 @@ import (
 // Verify) and (b) with gdb-multiarch ("restore" of the binary, then "dump
 // binary memory" compared in Go), and reports the ratio of the two times.
 func BenchmarkGDBVsGdbMultiarch(b *testing.B) {
-	needTools(b, "gdb-multiarch")
+	needTools(b, "qemu-system-arm", "gdb-multiarch")
 	s := startQEMU(b)
 	data := testImage(42, imageSize)
 	img := imageOf(data)

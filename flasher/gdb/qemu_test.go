@@ -23,16 +23,17 @@ const (
 	imageSize = 256 << 10
 )
 
-// needQEMU skips without qemu-system-arm (and the other tools named),
-// unless CI is set: there the test script installs them.
+// needTools skips without the tools named (each is also its Debian
+// package), unless CI is set: there a missing tool fails, since the test
+// script installs them.
 func needTools(t testing.TB, tools ...string) {
 	t.Helper()
-	for _, tool := range append([]string{"qemu-system-arm"}, tools...) {
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {
 				t.Fatalf("%s is missing: scripts/lib.sh TEST_PACKAGES installs it", tool)
 			}
-			t.Skipf("%s is not installed (apt-get install qemu-system-arm gdb-multiarch)", tool)
+			t.Skipf("%s is not installed: scripts/test installs it (apt-get install %s)", tool, tool)
 		}
 	}
 }
@@ -109,7 +110,7 @@ func gdbDump(t testing.TB, addr string, start, end uint64) []byte {
 }
 
 func TestQEMUFlashVerify(t *testing.T) {
-	needTools(t, "gdb-multiarch")
+	needTools(t, "qemu-system-arm", "gdb-multiarch")
 	t.Parallel()
 	s := startQEMU(t)
 	b, dev := connect(t, s, Config{HardwareID: "qemu-slot-1"})
@@ -165,7 +166,7 @@ func TestQEMUFlashVerify(t *testing.T) {
 }
 
 func TestQEMUParallelSlots(t *testing.T) {
-	needTools(t, "gdb-multiarch")
+	needTools(t, "qemu-system-arm", "gdb-multiarch")
 	t.Parallel()
 	const slots = 4
 	var wg sync.WaitGroup
@@ -221,7 +222,7 @@ func TestQEMUParallelSlots(t *testing.T) {
 }
 
 func TestQEMUIdentify(t *testing.T) {
-	needTools(t)
+	needTools(t, "qemu-system-arm")
 	t.Parallel()
 	s := startQEMU(t)
 	for range 2 {
@@ -243,7 +244,7 @@ func TestQEMUIdentify(t *testing.T) {
 }
 
 func TestQEMUKilledMidFlash(t *testing.T) {
-	needTools(t)
+	needTools(t, "qemu-system-arm")
 	t.Parallel()
 	s := startQEMU(t)
 	b, _ := connect(t, s, Config{HardwareID: "qemu-k"})

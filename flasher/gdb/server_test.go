@@ -69,12 +69,7 @@ func TestStartServerFails(t *testing.T) {
 // reads back (through the memory map, m and run-length replies), and
 // what gdb-multiarch restores into RAM (X), the backend verifies.
 func TestFakeTargetWithGdbMultiarch(t *testing.T) {
-	if _, err := exec.LookPath("gdb-multiarch"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("gdb-multiarch is missing")
-		}
-		t.Skip("gdb-multiarch is not installed")
-	}
+	needTools(t, "gdb-multiarch")
 	t.Parallel()
 	f := &fakeTarget{UID: fakeUID}
 	addr := f.listen(t)
