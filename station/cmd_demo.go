@@ -58,7 +58,6 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 		locks                   string
 		keep, asJSON            bool
 		faults                  faultFlags
-		lf                      logFlags
 	)
 	fs.IntVar(&devices, "devices", 8, "how many simulated devices (slots)")
 	fs.StringVar(&imageSize, "image-size", "1MiB", "`size` of the generated firmware image, e.g. 512KiB, 1MiB, 2MiB")
@@ -71,11 +70,7 @@ func (m *Main) demo(ctx context.Context, args []string) error {
 	fs.BoolVar(&keep, "keep", false, "keep the work folder")
 	fs.BoolVar(&asJSON, "json", false, "print the summary as JSON on stdout (progress goes to stderr)")
 	fs.Var(&faults, "fault", "`SLOT=FAULT` to inject, as for station sim (repeatable): unplug@P, write-error, corrupt-link, corrupt-flash, slow=D")
-	lf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	logger, err := lf.logger(m.Stderr)
+	logger, err := m.parseWithLogger(fs, args, "warn")
 	if err != nil {
 		return err
 	}

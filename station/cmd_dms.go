@@ -64,7 +64,6 @@ func (m *Main) dmsCmd(ctx context.Context, args []string) error {
 	var (
 		dsn, listen, adminKeyFile, tokenKeyFile, uploadDir string
 		asJSON                                             bool
-		lf                                                 logFlags
 	)
 	fs.StringVar(&dsn, "db", "", "the database: sqlite:`FILE` or a postgres:// URL")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8700", "`address` to serve on (port 0: any free port)")
@@ -72,13 +71,7 @@ func (m *Main) dmsCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&tokenKeyFile, "token-key-file", "", "`file` holding the key of the token and API key hashes (default: none)")
 	fs.StringVar(&uploadDir, "upload-dir", "", "`folder` where uploaded artifacts wait for their bundle (default: in the temporary folder)")
 	fs.BoolVar(&asJSON, "json", false, "print where the DMS listens as a JSON line")
-	lf.register(fs)
-	lf.level = "info" // a server's requests are its record
-	fs.Lookup("log-level").DefValue = "info"
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	logger, err := lf.logger(m.Stderr)
+	logger, err := m.parseWithLogger(fs, args, "info") // a server's requests are its record
 	if err != nil {
 		return err
 	}

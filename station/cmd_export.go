@@ -64,7 +64,6 @@ func (m *Main) exportCmd(ctx context.Context, args []string) error {
 		f                                                  export.Filter
 		result                                             string
 		asJSON                                             bool
-		lf                                                 logFlags
 	)
 	fs.StringVar(&journalPath, "journal", "station-journal.db", "journal `file` (SQLite) to export from")
 	fs.StringVar(&stationID, "station", "", "the `id` of the station the journal belongs to (default: the host name)")
@@ -76,11 +75,7 @@ func (m *Main) exportCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&out, "out", "", "new or empty `folder` that receives the export")
 	fs.StringVar(&keyPath, "key", "", "signing key `file` (default: "+export.DefaultKeyName+" next to the journal)")
 	fs.BoolVar(&asJSON, "json", false, "print the summary as JSON on stdout")
-	lf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	logger, err := lf.logger(m.Stderr)
+	logger, err := m.parseWithLogger(fs, args, "warn")
 	if err != nil {
 		return err
 	}

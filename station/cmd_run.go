@@ -54,7 +54,6 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 		parallel                                                      int
 		syncWait                                                      time.Duration
 		asJSON                                                        bool
-		lf                                                            logFlags
 	)
 	fs.StringVar(&woPath, "work-order", "", "work order `file` (JSON; see docs/work-order.md), or its id on the DMS")
 	fs.StringVar(&fixturePath, "fixture", "", "fixture `file` (YAML) naming the slots and their ports")
@@ -70,11 +69,7 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&tokenFile, "token-file", "", "`file` holding the activation token, if the work order does not (or set STATION_TOKEN)")
 	fs.StringVar(&cacheDir, "cache", "", "artifact cache `folder` (default: next to the journal)")
 	fs.BoolVar(&asJSON, "json", false, "print the summary as JSON on stdout (progress goes to stderr)")
-	lf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	logger, err := lf.logger(m.Stderr)
+	logger, err := m.parseWithLogger(fs, args, "warn")
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,6 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		imageSize                          string
 		faults                             multiFlag
 		asJSON, idle                       bool
-		lf                                 logFlags
 	)
 	fs.StringVar(&configPath, "config", "", "the station's configuration `file` (YAML; see docs/station-yaml.md)")
 	fs.StringVar(&socket, "socket", "", "`path` of the local API's unix socket (overrides api.socket)")
@@ -74,11 +73,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	fs.BoolVar(&idle, "idle", false, "with --simulate: start with no work order loaded, for the operator to scan one")
 	fs.StringVar(&workOrder, "work-order", "", "load this work order `id` at start (unless the station was running another before a restart)")
 	fs.BoolVar(&asJSON, "json", false, "print the startup line as JSON (socket path, station, slots)")
-	lf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	logger, err := lf.logger(m.Stderr)
+	logger, err := m.parseWithLogger(fs, args, "warn")
 	if err != nil {
 		return err
 	}

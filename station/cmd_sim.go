@@ -59,7 +59,6 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 		cycle, plugDelay    time.Duration
 		faults              faultFlags
 		asJSON              bool
-		lf                  logFlags
 	)
 	fs.StringVar(&protocol, "protocol", "esp", "the devices' `protocol`: esp, stm32 (UART bootloader) or gdb (STM32F405 in QEMU behind its GDB server)")
 	fs.IntVar(&count, "count", 4, "how many devices")
@@ -69,11 +68,7 @@ func (m *Main) sim(ctx context.Context, args []string) error {
 	fs.DurationVar(&cycle, "cycle", 0, "swap each device for a new one this `long` after it booted its new firmware (0: never)")
 	fs.DurationVar(&plugDelay, "plug-delay", 0, "start with empty slots and plug a device in every `interval` (0: all plugged at start)")
 	fs.BoolVar(&asJSON, "json", false, "print the devices as JSON")
-	lf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	logger, err := lf.logger(m.Stderr)
+	logger, err := m.parseWithLogger(fs, args, "warn")
 	if err != nil {
 		return err
 	}

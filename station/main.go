@@ -131,8 +131,20 @@ type logFlags struct {
 	json  bool
 }
 
-func (l *logFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&l.level, "log-level", "warn", "least severe log `level` written to stderr: debug, info, warn or error")
+// parseWithLogger registers the logging flags every command takes
+// (--log-level, by default level, and --log-json), parses args and
+// returns the logger they ask for, writing to Stderr.
+func (m *Main) parseWithLogger(fs *flag.FlagSet, args []string, level string) (*slog.Logger, error) {
+	var lf logFlags
+	lf.register(fs, level)
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	return lf.logger(m.Stderr)
+}
+
+func (l *logFlags) register(fs *flag.FlagSet, level string) {
+	fs.StringVar(&l.level, "log-level", level, "least severe log `level` written to stderr: debug, info, warn or error")
 	fs.BoolVar(&l.json, "log-json", false, "write logs as JSON lines")
 }
 
