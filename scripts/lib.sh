@@ -93,7 +93,34 @@ KIOSK_PACKAGES=(libgl1-mesa-dev xorg-dev)
 # real X server and a screen grabber for the kiosk; for the packages'
 # install test, debootstrap, lintian, systemd-analyze, udevadm, and QEMU
 # to boot the installed packages; xwininfo for the kiosk session.
-TEST_PACKAGES=(procps postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux mount e2fsprogs zbar-tools dmtx-utils debootstrap lintian systemd udev qemu-system-x86 x11-utils)
+TEST_PACKAGES=(procps curl postgresql "${KIOSK_PACKAGES[@]}" xvfb imagemagick qemu-system-arm gdb-multiarch stm32flash bmap-tools umockdev libumockdev-dev dfu-util util-linux mount e2fsprogs zbar-tools dmtx-utils debootstrap lintian systemd udev qemu-system-x86 x11-utils)
+
+# check_no_leftovers MARK: fails, naming them, if processes whose
+# environment holds MARK (exported by scripts/test to everything the tests
+# start) are still running, and kills them so the next run starts clean.
+# Call it with MARK no longer in the environment, so that the commands it
+# runs itself do not carry it.
+# A test must end every child it starts, also when it fails or times out.
+check_no_leftovers() {
+	local mark=$1 pid left=()
+	# Children get SIGKILL as the test binaries exit; give the kernel a
+	# moment to reap them before calling one a leftover.
+	for _ in 1 2 3 4 5; do
+		left=()
+		for pid in $(grep -l -s -a -F "STATION_TEST_RUN=$mark" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+			grep -q -s '^State:.*Z' "/proc/$pid/status" && continue
+			left+=("$pid")
+		done
+		[ ${#left[@]} -eq 0 ] && return 0
+		sleep 1
+	done
+	echo "processes the tests left running (each test must end the children it starts):" >&2
+	for pid in "${left[@]}"; do
+		printf '  %s %s\n' "$pid" "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)" >&2
+	done
+	kill -KILL "${left[@]}" 2>/dev/null || true
+	return 1
+}
 
 # build_station: the station binary into BIN_DIR.
 build_station() {

@@ -194,6 +194,11 @@ type demoSpec struct {
 	locks    []string
 	faults   faultFlags
 	parallel int
+	// workOrder is the seeded work order's id (default WO-DEMO-0001);
+	// dms the seeded DMS's database (default sqlite:DIR/dms.db). Tests
+	// set them to seed the examples of the README.
+	workOrder string
+	dms       string
 }
 
 // demoEnv is a demo ready to run: an embedded DMS seeded with a work order,
@@ -327,7 +332,7 @@ func seedDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ demoSe
 	if err := os.WriteFile(filepath.Join(spec.dir, "thermostat-app.bin"), img, 0o644); err != nil {
 		return demoSeed{}, err
 	}
-	store, err := dms.OpenSQLite(ctx, filepath.Join(spec.dir, "dms.db"))
+	store, err := dms.Open(ctx, cmp.Or(spec.dms, "sqlite:"+filepath.Join(spec.dir, "dms.db")))
 	if err != nil {
 		return demoSeed{}, fmt.Errorf("open embedded DMS: %w", err)
 	}
@@ -337,7 +342,7 @@ func seedDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ demoSe
 		}
 	}()
 	svc := &dms.Service{Store: store, Logger: logger}
-	const woID = "WO-DEMO-0001"
+	woID := cmp.Or(spec.workOrder, "WO-DEMO-0001")
 	wo, err := svc.WorkOrder(ctx, woID)
 	if err == nil {
 		// A kept folder run again: the token is in its file.

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/journal"
@@ -47,6 +48,7 @@ func startSim(t *testing.T, bin, dir string, n int) {
 		t.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
+	proctest.Isolate(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +103,7 @@ func TestRunResumesAfterSIGKILL(t *testing.T) {
 	// while others are still being flashed.
 	run := exec.Command(bin, args...)
 	run.Stderr = os.Stderr
+	proctest.Isolate(run)
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +125,9 @@ func TestRunResumesAfterSIGKILL(t *testing.T) {
 	}
 
 	// Second run: carries on and finishes every device.
-	out, err := exec.Command(bin, args...).Output()
+	second := exec.Command(bin, args...)
+	proctest.Isolate(second)
+	out, err := second.Output()
 	if err != nil {
 		t.Fatalf("second station run = %v\n%s", err, out)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/journal"
 )
@@ -49,6 +50,7 @@ func startDMS(t *testing.T, bin, db, addr, logPath string) *dmsProcess {
 	defer logf.Close()
 	cmd := exec.Command(bin, "dms", "--db", "sqlite:"+db, "--listen", addr, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	proctest.Isolate(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +147,7 @@ func TestSyncThroughDMSRestartAndStationKill(t *testing.T) {
 		var stdout strings.Builder
 		cmd := exec.Command(bin, args...)
 		cmd.Stdout, cmd.Stderr = &stdout, logf
+		proctest.Isolate(cmd)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

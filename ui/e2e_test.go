@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	"fyne.io/fyne/v2/test"
 
+	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/station/localapi"
 )
 
@@ -32,29 +36,32 @@ func stationBinary(t *testing.T) string {
 
 // serveProcess is "station serve --simulate" in its own process.
 type serveProcess struct {
-	cmd  *exec.Cmd
-	done chan error
-	log  *bytes.Buffer
+	p   *proctest.Process
+	log *proctest.Buffer
 }
 
 // startServe starts the daemon with simulated devices in dir and waits
-// for its startup line.
+// for its startup line. The daemon runs in its own process group and
+// dies with the test binary; its logs are shown if the test fails.
 func startServe(t *testing.T, bin, dir string, args ...string) *serveProcess {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--dir", dir, "--socket", filepath.Join(dir, "api.sock"), "--json"}, args...)...)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := &proctest.Buffer{}
+	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &serveProcess{cmd: cmd, done: make(chan error, 1), log: &logs}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() { p.kill() })
+	p := &serveProcess{p: proctest.Start(t, cmd), log: logs}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("station serve's log:\n%s", logs.String())
+		}
+	})
+	r := bufio.NewReader(stdout)
+	line, err := r.ReadString('\n')
+	// Keep reading what it prints, so it never blocks on a full pipe.
+	go io.Copy(io.Discard, r)
 	if err != nil {
 		t.Fatalf("station serve printed no startup line: %v\n%s", err, logs.String())
 	}
@@ -65,13 +72,7 @@ func startServe(t *testing.T, bin, dir string, args ...string) *serveProcess {
 	return p
 }
 
-func (p *serveProcess) kill() {
-	if p.cmd.Process != nil {
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-		p.cmd.Process = nil
-	}
-}
+func (p *serveProcess) kill() { p.p.Kill() }
 
 // e2eKiosk is the kiosk, in Fyne's test driver, on a real daemon's socket.
 func e2eKiosk(t *testing.T, sock string) *harness {
@@ -124,11 +125,12 @@ func TestEndToEnd(t *testing.T) {
 		return h.k.header.workOrder.Text == "WO-DEMO-0001" && h.k.run == localapi.RunReady
 	})
 	h.ui(func() { test.Tap(h.k.start) })
-	h.waitFor("every slot passed", h.allPassed)
+	// A tile turns PASSED with the device's last step; the header counts
+	// the device once the daemon has recorded its result, a moment later.
+	h.waitFor("every slot passed and the header counting 4 done", func() bool {
+		return h.allPassed() && strings.HasPrefix(h.k.header.done.Text, "4 / ")
+	})
 	h.ui(func() {
-		if got := h.k.header.done.Text; !strings.HasPrefix(got, "4 / ") {
-			t.Errorf("header done = %q, want 4 of the quantity", got)
-		}
 		for _, name := range h.k.order {
 			if tl := h.tile(name); !strings.Contains(tl.status.Text, "PASSED") {
 				t.Errorf("tile %s says %q", name, tl.status.Text)
@@ -239,4 +241,136 @@ func TestKioskFollowsDaemonRestart(t *testing.T) {
 			t.Errorf("device %s: done %d times, activated %d times; want once each", dev, n, activated[dev])
 		}
 	}
+}
+
+// readmeLine returns the command of README.md that starts with prefix.
+func readmeLine(t *testing.T, prefix string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			if i := strings.Index(l, " #"); i >= 0 {
+				l = l[:i]
+			}
+			return strings.TrimSpace(l)
+		}
+	}
+	t.Fatalf("README.md shows no command starting with %q", prefix)
+	return ""
+}
+
+// TestREADMEQuickStart runs README.md's "try both with no hardware" as
+// shown: station serve with simulated slots on a socket, then the kiosk
+// through go run on that socket, in a real X server. The kiosk must open
+// its window and draw the daemon's state. The socket lives in the test's
+// folder instead of /tmp; the kiosk also gets --stats, to report what it
+// received when it is closed.
+func TestREADMEQuickStart(t *testing.T) {
+	for _, tool := range []string{"Xvfb", "xwininfo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (scripts/test installs it): %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "station.sock")
+	serveLine := readmeLine(t, "station serve --simulate")
+	kioskLine := readmeLine(t, "go run ./ui/cmd/station-kiosk")
+	serveArgs := strings.Fields(strings.ReplaceAll(serveLine, "/tmp/station.sock", sock))
+	kioskArgs := strings.Fields(strings.ReplaceAll(kioskLine, "/tmp/station.sock", sock))
+
+	// station serve, as shown: it makes its work folder in its working
+	// directory.
+	serve := exec.Command(stationBinary(t), serveArgs[1:]...)
+	serve.Dir = dir
+	logs := &proctest.Buffer{}
+	serve.Stdout, serve.Stderr = logs, logs
+	served := proctest.Start(t, serve)
+	client, err := localapi.NewClient("unix:"+sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	var st localapi.State
+	for {
+		if st, err = client.State(ctx); err == nil {
+			break
+		}
+		select {
+		case <-served.Done():
+			t.Fatalf("%s exited: %v\n%s", serveLine, served.Err(), logs.String())
+		case <-ctx.Done():
+			t.Fatalf("%s: no state on %s: %v\n%s", serveLine, sock, err, logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if len(st.Slots) != 16 {
+		t.Fatalf("%s shows %d slots, want 16", serveLine, len(st.Slots))
+	}
+
+	display := proctest.StartXvfb(ctx, t, 1024, 768)
+	stats := filepath.Join(dir, "kiosk-stats.json")
+	kiosk := exec.Command(kioskArgs[0], append(kioskArgs[1:], "--stats", stats)...)
+	kiosk.Dir = ".." // the repository, where ./ui/cmd/station-kiosk is
+	kiosk.Env = append(os.Environ(), "DISPLAY="+display)
+	klogs := &proctest.Buffer{}
+	kiosk.Stdout, kiosk.Stderr = klogs, klogs
+	k := proctest.Start(t, kiosk)
+
+	// The window, once go run has built and started the kiosk, and the
+	// daemon's state in it.
+	for {
+		out, _ := exec.CommandContext(ctx, "xwininfo", "-display", display, "-root", "-tree").Output()
+		if strings.Contains(string(out), `"Station"`) && strings.Contains(klogs.String(), "connected to the station service") {
+			break
+		}
+		select {
+		case <-k.Done():
+			t.Fatalf("%s exited: %v\n%s", kioskLine, k.Err(), klogs.String())
+		case <-ctx.Done():
+			t.Fatalf("%s opened no window named Station, or did not connect:\n%s", kioskLine, klogs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Closed as at log-out: SIGTERM to the kiosk (go run's child), which
+	// writes its stats; go run then ends with it.
+	for _, pid := range childrenOf(kiosk.Process.Pid) {
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	if err := k.Wait(ctx); err != nil {
+		t.Logf("%s after SIGTERM: %v", kioskLine, err)
+	}
+	b, err := os.ReadFile(stats)
+	if err != nil {
+		t.Fatalf("the kiosk wrote no stats: %v\n%s", err, klogs.String())
+	}
+	var got struct {
+		Events      int64 `json:"events"`
+		FullRedraws int64 `json:"full_redraws"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Events == 0 || got.FullRedraws == 0 {
+		t.Errorf("the kiosk received %d events and drew the whole state %d times, want both > 0:\n%s", got.Events, got.FullRedraws, klogs.String())
+	}
+}
+
+// childrenOf returns the ids of pid's child processes, whichever of its
+// threads started them.
+func childrenOf(pid int) []int {
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var pids []int
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, w := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(w); err == nil {
+				pids = append(pids, n)
+			}
+		}
+	}
+	return pids
 }

@@ -102,6 +102,8 @@ type Kiosk struct {
 
 	ctxMu sync.Mutex
 	ctx   context.Context // Run's; commands run under it
+	// running counts the goroutines Run started (see Wait).
+	running sync.WaitGroup
 
 	// uiMu is held by every function run through do: on a real driver
 	// they all run on the main goroutine anyway; the test driver runs
@@ -219,9 +221,16 @@ func (k *Kiosk) Run(ctx context.Context) {
 	k.ctx = ctx
 	k.ctxMu.Unlock()
 	k.win.Show()
-	go k.watch(ctx)
-	go k.draw(ctx)
+	k.running.Add(2)
+	go func() { defer k.running.Done(); k.watch(ctx) }()
+	go func() { defer k.running.Done(); k.draw(ctx) }()
 }
+
+// Wait waits, once Run's context is done, for the goroutines Run started
+// to end: after it the kiosk draws nothing more. Fyne's widgets share
+// caches, so a kiosk that stops must be done drawing before another one
+// (the next test's) starts.
+func (k *Kiosk) Wait() { k.running.Wait() }
 
 func (k *Kiosk) runCtx() context.Context {
 	k.ctxMu.Lock()
@@ -244,9 +253,15 @@ func (k *Kiosk) do(f func()) {
 // watch applies the daemon's event stream to the model until ctx ends.
 func (k *Kiosk) watch(ctx context.Context) {
 	for ctx.Err() == nil {
+		connected := false
 		for ev := range k.api.Watch(ctx) {
-			if ev.Type == localapi.EventDisconnected {
+			switch {
+			case ev.Type == localapi.EventDisconnected:
 				k.log.Warn("station service disconnected; reconnecting")
+				connected = false
+			case ev.State != nil && !connected:
+				k.log.Info("connected to the station service", "station", ev.State.Station, "slots", len(ev.State.Slots))
+				connected = true
 			}
 			k.m.apply(ev)
 		}

@@ -58,7 +58,10 @@ func runKiosk(t testing.TB, api API, opts Options) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	t.Cleanup(cancel)
+	t.Cleanup(func() {
+		cancel()
+		h.k.Wait()
+	})
 	h.k.Run(ctx)
 	h.waitFor("the first state", func() bool { return h.k.connected })
 	return h
@@ -75,7 +78,9 @@ func (h *harness) ui(f func()) {
 // drawing, holds; the kiosk draws at least once a second.
 func (h *harness) waitFor(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.NewTimer(20 * time.Second)
+	// A bound for a kiosk that never gets there, not a measure of speed:
+	// the suite may run beside a cold build on 2 cores.
+	deadline := time.NewTimer(2 * time.Minute)
 	defer deadline.Stop()
 	for {
 		ok := false

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/flasher/dfu"
 	"github.com/station-dev/station/flasher/dfu/dfusim"
@@ -29,7 +30,7 @@ func TestGousbUnderUmockdev(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "umockdev-run", "-d", pairDevices, "--",
 		os.Args[0], "-test.run=^TestGousbUnderUmockdev$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"=1")
-	out, err := cmd.CombinedOutput()
+	out, err := proctest.Output(cmd)
 	t.Logf("child output:\n%s", out)
 	if err != nil {
 		t.Fatalf("test under umockdev failed: %v", err)
@@ -153,7 +154,7 @@ func TestGousbReplaysSimSession(t *testing.T) {
 		"--pcap", "/sys/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1.3="+pcap, "--",
 		os.Args[0], "-test.run=^TestGousbReplaysSimSession$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), replayEnv+"="+string(dev.HardwareID)+"|"+dev.Chip)
-	out, err := cmd.CombinedOutput()
+	out, err := proctest.Output(cmd)
 	t.Logf("%d control transfers replayed; child output:\n%s", len(rec.log), out)
 	if err != nil {
 		t.Fatalf("replay under umockdev failed: %v", err)

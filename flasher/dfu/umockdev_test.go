@@ -8,6 +8,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
 // pairDevices is testdata/stm32-pair.umockdev: two STM32 bootloaders with
@@ -34,7 +36,7 @@ func TestDfuUtilAgreesWithDescription(t *testing.T) {
 	needUmockdev(t, "dfu-util")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "umockdev-run", "-d", pairDevices, "--", "dfu-util", "-l").CombinedOutput()
+	out, err := proctest.Output(exec.CommandContext(ctx, "umockdev-run", "-d", pairDevices, "--", "dfu-util", "-l"))
 	if err != nil {
 		t.Fatalf("dfu-util -l under umockdev: %v\n%s", err, out)
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
 // BenchmarkGDBVsGdbMultiarch flashes and verifies a 256 KiB image on one
@@ -51,13 +53,13 @@ func BenchmarkGDBVsGdbMultiarch(b *testing.B) {
 	}
 	theirs := func() {
 		os.Remove(dump)
-		cmd := exec.Command("gdb-multiarch", "-nx", "-batch",
+		cmd := exec.CommandContext(b.Context(), "gdb-multiarch", "-nx", "-batch",
 			"-ex", "set architecture arm",
 			"-ex", "target remote "+s.Addr(),
 			"-ex", fmt.Sprintf("restore %s binary %#x", file, flashBase),
 			"-ex", fmt.Sprintf("dump binary memory %s %#x %#x", dump, flashBase, flashBase+imageSize),
 			"-ex", "detach")
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if out, err := proctest.Output(cmd); err != nil {
 			b.Fatalf("gdb-multiarch: %v\n%s", err, out)
 		}
 		got, err := os.ReadFile(dump)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/flasher"
 )
 
@@ -48,6 +49,11 @@ func startQEMU(t testing.TB) *Server {
 		t.Fatalf("StartServer(qemu) = %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("QEMU (pid %d) at %s: %s", s.Pid(), s.Addr(), s.outputTail())
+		}
+	})
 	return s
 }
 
@@ -94,12 +100,14 @@ func imageOf(data []byte) flasher.Image {
 func gdbDump(t testing.TB, addr string, start, end uint64) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "dump.bin")
-	cmd := exec.Command("gdb-multiarch", "-nx", "-batch",
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "gdb-multiarch", "-nx", "-batch",
 		"-ex", "set architecture arm",
 		"-ex", "target remote "+addr,
 		"-ex", fmt.Sprintf("dump binary memory %s %#x %#x", out, start, end),
 		"-ex", "detach")
-	if b, err := cmd.CombinedOutput(); err != nil {
+	if b, err := proctest.Output(cmd); err != nil {
 		t.Fatalf("gdb-multiarch dump: %v\n%s", err, b)
 	}
 	data, err := os.ReadFile(out)

@@ -1,7 +1,7 @@
 package gdb
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,8 @@ const (
 
 // Defaults for ServerConfig fields left zero.
 const (
-	// DefaultStartTimeout is how long StartServer waits for the port.
+	// DefaultStartTimeout is how long StartServer waits for the server
+	// to listen.
 	DefaultStartTimeout = 15 * time.Second
 	// DefaultQEMUMachine is the machine KindQEMU emulates.
 	DefaultQEMUMachine = "netduinoplus2"
@@ -156,16 +158,21 @@ func (c ServerConfig) Command(ports [3]int) (string, []string, error) {
 // Server is the GDB server of one slot: a process the Server started and
 // owns, or one running already (Attach).
 type Server struct {
-	addr string // host:port, or a serial device path
-	cmd  *exec.Cmd
-	log  *slog.Logger
+	addr   string // host:port, or a serial device path
+	cmd    *exec.Cmd
+	stop   context.CancelFunc // ends the process and its group
+	log    *slog.Logger
+	output *serverOutput
 
-	exited  chan struct{} // closed when the process has ended
+	exited  chan struct{} // closed when the process has ended and its group was killed
 	mu      sync.Mutex
-	tail    []string // the last lines it printed
 	waitErr error
 	closed  bool
 }
+
+// stopGrace is how long a server has to end after SIGTERM, and its
+// output pipe to close after it ended, before its group is killed.
+const stopGrace = 2 * time.Second
 
 // StartServer starts the server cfg describes on free ports, waits until
 // it listens and returns it. ctx bounds the start only; the process runs
@@ -185,7 +192,8 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}
 	var lastErr error
 	// A port picked free can be taken by someone else before the server
-	// binds it: try again on new ports when the server says so.
+	// binds it: the server then fails to bind it (start does not mistake
+	// the other listener for it), and StartServer tries new ports.
 	for range 3 {
 		ports, err := freePorts(host)
 		if err != nil {
@@ -203,41 +211,38 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		if !strings.Contains(strings.ToLower(err.Error()), "in use") {
 			break
 		}
+		log.Debug("gdb server port taken meanwhile, trying others", "err", err)
 	}
 	return nil, lastErr
 }
 
+// start starts prog in a process group of its own and waits until that
+// group, not merely anyone, listens on port.
 func start(ctx context.Context, prog string, args []string, addr string, port int, timeout time.Duration, log *slog.Logger) (*Server, error) {
-	cmd := exec.Command(prog, args...)
-	// Its own process group, so that Close ends whatever it spawned.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", prog, err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
+	// The process outlives ctx, which bounds the start only; Close
+	// cancels runCtx.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	cmd := exec.CommandContext(runCtx, prog, args...)
+	// Its own process group, so that Close ends whatever it spawned, and
+	// the parent-death signal, so that a station killed hard takes it
+	// along (see serverProcAttr).
+	cmd.SysProcAttr = serverProcAttr()
+	cmd.Cancel = func() error { return killGroup(cmd, syscall.SIGTERM) }
+	cmd.WaitDelay = stopGrace
+	s := &Server{addr: addr, cmd: cmd, stop: stop, log: log.With("gdb_server", addr), exited: make(chan struct{})}
+	s.output = &serverOutput{log: s.log}
+	cmd.Stdout = s.output
+	cmd.Stderr = s.output
+	if err := startProcess(cmd); err != nil {
+		stop()
 		return nil, fmt.Errorf("start the GDB server %s: %w", prog, err)
 	}
-	s := &Server{addr: addr, cmd: cmd, log: log.With("gdb_server", addr), exited: make(chan struct{})}
-	lines := make(chan struct{})
 	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			line := sc.Text()
-			s.mu.Lock()
-			s.tail = append(s.tail, line)
-			if len(s.tail) > 20 {
-				s.tail = s.tail[1:]
-			}
-			s.mu.Unlock()
-			s.log.Debug("gdb server output", "line", line)
-		}
-	}()
-	go func() {
-		<-lines
 		err := cmd.Wait()
+		// The leader is gone (ended by Close's SIGTERM, by WaitDelay's
+		// SIGKILL, or by itself): whatever it left in its group goes too.
+		_ = killGroup(cmd, syscall.SIGKILL)
+		stop()
 		s.mu.Lock()
 		s.waitErr = err
 		s.mu.Unlock()
@@ -248,7 +253,7 @@ func start(ctx context.Context, prog string, args []string, addr string, port in
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if listening(port, addr) {
+		if listening(cmd.Process.Pid, port, addr) {
 			s.log.Info("gdb server started", "program", prog, "args", strings.Join(args, " "), "pid", cmd.Process.Pid)
 			return s, nil
 		}
@@ -263,39 +268,168 @@ func start(ctx context.Context, prog string, args []string, addr string, port in
 	}
 }
 
-// listening reports whether something listens on the port, read from
-// /proc/net/tcp so that no connection is made: QEMU halts and pyOCD
-// without --persist exits when a client leaves. Without /proc it dials.
-func listening(port int, addr string) bool {
-	found, ok := procListening(port)
-	if ok {
-		return found
+// killGroup sends sig to the process group cmd leads.
+func killGroup(cmd *exec.Cmd, sig syscall.Signal) error {
+	err := syscall.Kill(-cmd.Process.Pid, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		return os.ErrProcessDone
 	}
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
+	return err
 }
 
-func procListening(port int) (found, ok bool) {
+// The spawner: see startProcess.
+var (
+	spawnOnce sync.Once
+	spawns    chan spawn
+)
+
+type spawn struct {
+	cmd  *exec.Cmd
+	done chan<- error
+}
+
+// startProcess starts cmd from an OS thread that never ends. The kernel
+// sends the parent-death signal when the thread that forked the child
+// ends, not the process, and Go ends a thread when a goroutine that
+// locked it returns still locked: a server started from such a thread
+// would be killed long before the station ends.
+func startProcess(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawns = make(chan spawn)
+		go func() {
+			// Never unlocked: the thread lives as long as the process.
+			runtime.LockOSThread()
+			for sp := range spawns {
+				sp.done <- sp.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawns <- spawn{cmd: cmd, done: done}
+	return <-done
+}
+
+// listening reports whether the process group pgid listens on the port.
+// It reads /proc (the sockets listening on the port, against the group's
+// open files) rather than dialling: QEMU halts and pyOCD without
+// --persist exits when a client leaves. Another program listening on the
+// port does not count: that one took the port between freePorts and the
+// server's bind, and the server is about to fail with "address in use".
+// Without /proc it dials, and cannot tell who answers.
+func listening(pgid, port int, addr string) bool {
+	switch procListening(pgid, port) {
+	case listenOurs:
+		return true
+	case listenUnknown:
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	return false
+}
+
+// Answers of procListening.
+const (
+	listenNone    = iota // nobody listens on the port
+	listenOurs           // the group listens on it
+	listenOther          // someone else does
+	listenUnknown        // /proc cannot tell
+)
+
+func procListening(pgid, port int) int {
+	sockets, ok := listenSockets(port)
+	if !ok {
+		return listenUnknown
+	}
+	if len(sockets) == 0 {
+		return listenNone
+	}
+	// The leader first; the rest of its group (a wrapper's child) only
+	// when the leader does not hold the socket itself.
+	switch holds(pgid, sockets) {
+	case listenOurs:
+		return listenOurs
+	case listenUnknown:
+		return listenUnknown
+	}
+	for _, pid := range groupMembers(pgid) {
+		if pid != pgid && holds(pid, sockets) == listenOurs {
+			return listenOurs
+		}
+	}
+	return listenOther
+}
+
+// listenSockets returns the sockets in LISTEN state on the port, as the
+// targets of the links in /proc/PID/fd ("socket:[inode]"); ok is false
+// without /proc/net/tcp.
+func listenSockets(port int) (sockets map[string]bool, ok bool) {
+	sockets = make(map[string]bool)
+	want := fmt.Sprintf(":%04X", port)
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
 		ok = true
-		want := fmt.Sprintf(":%04X", port)
 		for _, line := range strings.Split(string(data), "\n")[1:] {
 			fields := strings.Fields(line)
-			// sl local_address rem_address st …; st 0A is LISTEN.
-			if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
-				return true, true
+			// sl local_address rem_address st tx_queue:rx_queue
+			// tr:tm->when retrnsmt uid timeout inode …; st 0A is LISTEN.
+			if len(fields) > 9 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
+				sockets["socket:["+fields[9]+"]"] = true
 			}
 		}
 	}
-	return false, ok
+	return sockets, ok
+}
+
+// holds reports listenOurs when process pid has one of sockets open,
+// listenUnknown when its open files cannot be read (another user's
+// process), listenOther otherwise.
+func holds(pid int, sockets map[string]bool) int {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrPermission) {
+		return listenUnknown
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && sockets[target] {
+			return listenOurs
+		}
+	}
+	return listenOther
+}
+
+// groupMembers returns the processes of group pgid, from /proc/PID/stat.
+func groupMembers(pgid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp …; comm may hold spaces and ")".
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		if f := strings.Fields(string(stat[i+1:])); len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // freePorts asks the kernel for three free ports.
@@ -318,13 +452,57 @@ func freePorts(host string) ([3]int, error) {
 	return ports, nil
 }
 
+// serverOutput logs what a server prints, line by line, and keeps the
+// last lines for error messages.
+type serverOutput struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	partial []byte   // the start of a line not ended yet
+	tail    []string // the last lines
+}
+
+// maxLine is where serverOutput cuts a line that does not end.
+const maxLine = 4096
+
+func (o *serverOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.partial = append(o.partial, p...)
+	for {
+		i := bytes.IndexByte(o.partial, '\n')
+		switch {
+		case i >= 0:
+			o.add(strings.TrimSuffix(string(o.partial[:i]), "\r"))
+			o.partial = o.partial[i+1:]
+		case len(o.partial) >= maxLine:
+			o.add(string(o.partial[:maxLine]))
+			o.partial = o.partial[maxLine:]
+		default:
+			return len(p), nil
+		}
+	}
+}
+
+func (o *serverOutput) add(line string) {
+	o.tail = append(o.tail, line)
+	if len(o.tail) > 20 {
+		o.tail = o.tail[1:]
+	}
+	o.log.Debug("gdb server output", "line", line)
+}
+
 func (s *Server) outputTail() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.tail) == 0 {
+	o := s.output
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	lines := o.tail
+	if len(o.partial) > 0 {
+		lines = append(lines[:len(lines):len(lines)], string(o.partial))
+	}
+	if len(lines) == 0 {
 		return "it printed nothing"
 	}
-	return "it printed: " + strings.Join(s.tail, " | ")
+	return "it printed: " + strings.Join(lines, " | ")
 }
 
 // Attach returns a Server for a GDB server that runs already: addr is
@@ -364,34 +542,27 @@ func (s *Server) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 }
 
 // Close stops a server the Server started: SIGTERM to its process
-// group, SIGKILL after two seconds. An attached server is left alone.
+// group, SIGKILL to the group after two seconds, or at once to what
+// remains of the group when the leader ends. An attached server is left
+// alone.
 func (s *Server) Close() error {
 	if s.cmd == nil {
 		return nil
 	}
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		<-s.exited
-		return nil
-	}
+	closed := s.closed
 	s.closed = true
 	s.mu.Unlock()
-	pgid := -s.cmd.Process.Pid
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
-	t := time.NewTimer(2 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.exited:
-	case <-t.C:
-		_ = syscall.Kill(pgid, syscall.SIGKILL)
-		<-s.exited
+	s.stop()
+	<-s.exited
+	if !closed {
+		s.log.Info("gdb server stopped")
 	}
-	s.log.Info("gdb server stopped")
 	return nil
 }
 
-// Exited is closed when the server's process has ended; nil for an
+// Exited is closed when the server's process has ended and the rest of
+// its group has been sent SIGKILL; nil for an
 // attached server.
 func (s *Server) Exited() <-chan struct{} {
 	if s.cmd == nil {

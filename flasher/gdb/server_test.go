@@ -3,8 +3,11 @@ package gdb
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,9 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/flasher"
 )
 
@@ -92,8 +98,8 @@ func TestFakeTargetWithGdbMultiarch(t *testing.T) {
 	if err := os.WriteFile(file, ram, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("gdb-multiarch", "-nx", "-batch", "-ex", "set architecture arm", "-ex", "target remote "+addr,
-		"-ex", fmt.Sprintf("restore %s binary 0x20000000", file), "-ex", "detach").CombinedOutput()
+	out, err := proctest.Output(exec.CommandContext(t.Context(), "gdb-multiarch", "-nx", "-batch", "-ex", "set architecture arm",
+		"-ex", "target remote "+addr, "-ex", fmt.Sprintf("restore %s binary 0x20000000", file), "-ex", "detach"))
 	if err != nil {
 		t.Fatalf("gdb-multiarch restore: %v\n%s", err, out)
 	}
@@ -117,4 +123,76 @@ func dial(t *testing.T, addr string) io.ReadWriteCloser {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestStartServerPortTaken gives QEMU a port that another program took
+// after freePorts found it free: start must not take that program's
+// listener for QEMU's, but report QEMU's "address in use", on which
+// StartServer tries other ports.
+func TestStartServerPortTaken(t *testing.T) {
+	needTools(t, "qemu-system-arm")
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	prog, args, err := ServerConfig{Kind: KindQEMU}.Command([3]int{port, 0, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := start(t.Context(), prog, args, ln.Addr().String(), port, DefaultStartTimeout, slog.New(slog.DiscardHandler))
+	if err == nil {
+		s.Close()
+		t.Fatal("start on a port another program listens on = nil error, want QEMU's address in use")
+	}
+	if !strings.Contains(strings.ToLower(err.Error()), "in use") {
+		t.Fatalf("start on a port another program listens on = %v, want QEMU's address in use", err)
+	}
+}
+
+// TestStartServerGroup starts QEMU under a shell: the server listens from
+// a child of the process StartServer started, and Close ends both.
+func TestStartServerGroup(t *testing.T) {
+	needTools(t, "qemu-system-arm")
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), DefaultStartTimeout)
+	defer cancel()
+	// "; exit" keeps the shell from exec'ing QEMU in its place.
+	s, err := StartServer(ctx, ServerConfig{Kind: KindGeneric, Program: "sh", Args: []string{"-c",
+		"qemu-system-arm -M netduinoplus2 -S -gdb tcp:{host}:{port} -nographic -monitor none -serial null; exit"}})
+	if err != nil {
+		t.Fatalf("StartServer(sh -c qemu) = %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	var pidfds []int
+	for _, pid := range groupMembers(s.Pid()) {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatalf("pidfd_open(%d): %v", pid, err)
+		}
+		defer unix.Close(fd)
+		pidfds = append(pidfds, fd)
+	}
+	if len(pidfds) != 2 {
+		t.Fatalf("group %d has %d processes, want the shell and QEMU", s.Pid(), len(pidfds))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	// A pidfd turns readable when its process ends, child or not.
+	for _, fd := range pidfds {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(pfd, int(stopGrace.Milliseconds())*5)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil || n == 0 {
+				t.Fatalf("a process of the server's group still runs after Close (%v)", err)
+			}
+			break
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"go.bug.st/serial"
 
 	"github.com/station-dev/station/fixtures"
+	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/fixtures/sim"
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/flasher/stm32"
@@ -353,7 +354,7 @@ func stm32flash(t testing.TB) string {
 
 func runTool(ctx context.Context, tool string, baud int, port string, args ...string) (string, error) {
 	all := append([]string{"-m", "8n1", "-b", strconv.Itoa(baud)}, args...)
-	out, err := exec.CommandContext(ctx, tool, append(all, port)...).CombinedOutput()
+	out, err := proctest.Output(exec.CommandContext(ctx, tool, append(all, port)...))
 	if err != nil {
 		return string(out), fmt.Errorf("stm32flash %s: %w\n%s", strings.Join(all, " "), err, out)
 	}

@@ -722,6 +722,7 @@ func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
 	e.Device = string(device)
 	d.note(ctx, e)
 	d.metrics.overridden()
+	d.countsMu.Lock()
 	if counts, err := d.readCounts(ctx, id); err == nil {
 		d.mu.Lock()
 		if d.wo != nil && d.wo.wo.ID == id {
@@ -729,6 +730,7 @@ func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
 		}
 		d.mu.Unlock()
 	}
+	d.countsMu.Unlock()
 	d.changes.notify()
 	return nil
 }

@@ -91,6 +91,10 @@ type Daemon struct {
 	lns        []listener
 	metrics    *daemonMetrics
 
+	// countsMu is held from reading the counts in the journal to storing
+	// them, so that two devices finishing at once cannot store the older
+	// read over the newer one. Take it before mu.
+	countsMu sync.Mutex
 	mu       sync.Mutex
 	base     context.Context // Run's context: devices stop with it
 	run      localapi.RunState

@@ -195,6 +195,7 @@ func (d *Daemon) startSlot(name string) {
 func (d *Daemon) finished(wo *loaded, name string, res jobs.Result) {
 	d.log.Info("device finished", "slot", name, "hardware_id", res.Device, "outcome", res.Outcome, "message", res.Message)
 	d.metrics.deviceEnded(res)
+	d.countsMu.Lock()
 	counts, err := d.readCounts(context.WithoutCancel(wo.ctx), wo.wo.ID)
 	d.mu.Lock()
 	s := d.slots[name]
@@ -210,6 +211,7 @@ func (d *Daemon) finished(wo *loaded, name string, res jobs.Result) {
 		completed = d.checkComplete()
 	}
 	d.mu.Unlock()
+	d.countsMu.Unlock()
 	if completed {
 		d.note(context.WithoutCancel(wo.ctx), journalWorkOrder(wo.wo.ID, "completed", "", map[string]any{"done": counts.Done}))
 	}

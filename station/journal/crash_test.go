@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
 // crashChildEnv names the journal the child process appends to.
@@ -67,6 +69,7 @@ func TestCrashSafety(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	proctest.Isolate(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,12 @@
 // requests not allowed in a state stall and enter dfuERROR with
 // errSTALLEDPKT.
 //
+// DfuSe flash is modelled per byte over the sectors of the Spec's Layout:
+// an "Erase" command erases the sector containing its address, a mass
+// erase all of them, and a byte can be programmed once after an erase
+// (factory-fresh flash is erased); programming it again fails the
+// download with errCHECK_ERASED.
+//
 // Reference: USB Device Firmware Upgrade Specification, Revision 1.1;
 // ST AN3156 "USB DFU protocol used in the STM32 bootloader".
 package dfusim
@@ -61,7 +67,8 @@ type Spec struct {
 	// device speak DfuSe.
 	Functional dfu.Functional
 	// Layout is the DfuSe interface string, for example
-	// "@Internal Flash  /0x08000000/64*02Kg".
+	// "@Internal Flash  /0x08000000/64*02Kg". Its sectors must follow
+	// one another; they are the units the erase command erases.
 	Layout string
 	// Memory is the plain DFU firmware capacity in bytes.
 	Memory int
@@ -143,8 +150,8 @@ type Device struct {
 
 	flash     []byte
 	base      uint32
-	pageSize  uint32
-	erased    []bool
+	sectors   []int  // DfuSe: offsets of the sectors' first bytes, ascending
+	erased    []bool // DfuSe: per byte, erased and so programmable
 	pointer   uint32
 	pending   []byte // DNLOAD data awaiting the GETSTATUS that processes it
 	pendBlock uint16
@@ -176,11 +183,25 @@ func newDevice(b *Bus, s Spec) *Device {
 			panic(fmt.Sprintf("dfusim: bad layout: %v", err))
 		}
 		base, size := l.Size()
+		// The sector map is the layout's own: on an STM32F4
+		// "04*016Kg,01*064Kg,07*128Kg" is sectors 0-3 of 16 KiB, 4 of
+		// 64 KiB and 5-11 of 128 KiB (RM0090 section 3.3, table 5
+		// "Flash module organization").
+		pages, err := l.Pages(base, uint32(size))
+		if err != nil {
+			panic(fmt.Sprintf("dfusim: layout %q is not one run of sectors: %v", s.Layout, err))
+		}
 		d.base = base
-		pages, _ := l.Pages(base, uint32(size))
-		d.pageSize = uint32(size) / uint32(len(pages))
 		d.flash = make([]byte, size)
-		d.erased = make([]bool, len(pages))
+		d.sectors = make([]int, len(pages))
+		for i, p := range pages {
+			d.sectors[i] = int(p - base)
+		}
+		// Factory-fresh flash is erased.
+		d.erased = make([]bool, size)
+		for i := range d.erased {
+			d.erased[i] = true
+		}
 	} else {
 		d.flash = make([]byte, s.Memory)
 	}
@@ -487,14 +508,23 @@ func (d *Device) process() {
 		return
 	}
 	off := int(addr - uint64(d.base))
-	for i, v := range data {
-		p := off + i
-		if !d.erased[p/int(d.pageSize)] && d.flash[p] != 0xff {
-			// Writing over unerased flash: erase-before-write violated.
+	// A flash location must be erased before it is programmed (RM0090,
+	// embedded flash memory interface, "Programming": writing a 1 takes
+	// an erase). The simulator is stricter than the silicon, which lets
+	// bits go from 1 to 0 again: a programmed byte fails until a sector
+	// or mass erase, even when rewritten with the same value or with
+	// 0xff, so that a flasher that writes without erasing, or writes a
+	// byte twice, is caught. The block is checked whole before any byte
+	// of it is programmed.
+	for i := off; i < off+len(data); i++ {
+		if !d.erased[i] {
 			fail(dfu.ErrCheckErased)
 			return
 		}
-		d.flash[p] = v
+	}
+	copy(d.flash[off:], data)
+	for i := off; i < off+len(data); i++ {
+		d.erased[i] = false
 	}
 	if d.spec.Fault == FaultCorrupt && d.dataCount == d.spec.FaultBlock {
 		d.flash[off] ^= 0x01
@@ -516,31 +546,44 @@ func (d *Device) injected(fail func(dfu.Status)) bool {
 	return false
 }
 
+// command carries out a DfuSe command (DNLOAD block 0, AN3156): 0x21 and
+// an address sets the address pointer; 0x41 alone is a mass erase; 0x41
+// and an address is "Erase", which erases the page (sector) containing
+// that address, whatever its size.
 func (d *Device) command(data []byte, fail func(dfu.Status)) {
 	switch {
 	case len(data) == 5 && data[0] == 0x21:
 		d.pointer = binary.LittleEndian.Uint32(data[1:])
 	case len(data) == 1 && data[0] == 0x41:
-		for i := range d.flash {
-			d.flash[i] = 0xff
-		}
-		for i := range d.erased {
-			d.erased[i] = true
-		}
+		d.erase(0, len(d.flash))
 	case len(data) == 5 && data[0] == 0x41:
 		a := binary.LittleEndian.Uint32(data[1:])
 		if a < d.base || uint64(a) >= uint64(d.base)+uint64(len(d.flash)) {
 			fail(dfu.ErrAddress)
 			return
 		}
-		p := int(a-d.base) / int(d.pageSize)
-		start := p * int(d.pageSize)
-		for i := start; i < start+int(d.pageSize); i++ {
-			d.flash[i] = 0xff
-		}
-		d.erased[p] = true
+		d.erase(d.sector(int(a - d.base)))
 	default:
 		fail(dfu.ErrStalledPkt)
+	}
+}
+
+// sector returns the flash offsets [start, end) of the sector holding the
+// byte at offset off, from the layout's sector map.
+func (d *Device) sector(off int) (start, end int) {
+	i := sort.Search(len(d.sectors), func(i int) bool { return d.sectors[i] > off }) - 1
+	end = len(d.flash)
+	if i+1 < len(d.sectors) {
+		end = d.sectors[i+1]
+	}
+	return d.sectors[i], end
+}
+
+// erase erases flash offsets [start, end): the bytes read 0xff and may be
+// programmed once each.
+func (d *Device) erase(start, end int) {
+	for i := start; i < end; i++ {
+		d.flash[i], d.erased[i] = 0xff, true
 	}
 }
 

@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,9 +40,9 @@ import (
 )
 
 // ErrNotInstalled means the PostgreSQL server binaries were not found.
-var ErrNotInstalled = errors.New("the PostgreSQL server (initdb, pg_ctl) is not installed: run scripts/test, which installs the Debian package postgresql")
+var ErrNotInstalled = errors.New("the PostgreSQL server (initdb, postgres) is not installed: run scripts/test, which installs the Debian package postgresql")
 
-// binDirs are the folders searched for initdb and pg_ctl, in order; the
+// binDirs are the folders searched for initdb and postgres, in order; the
 // environment variable PGTEST_BIN, when set, is searched first.
 var binDirs = []string{"/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin"}
 
@@ -54,8 +55,11 @@ type Cluster struct {
 	bin  string
 	port int
 	// runAs is the system user the server runs as when the tests run as
-	// root, which PostgreSQL refuses; "" runs as the current user.
-	runAs string
+	// root, which PostgreSQL refuses; nil runs as the current user.
+	runAs *syscall.Credential
+	// server is the running postmaster, a child of the test binary.
+	server *exec.Cmd
+	exited chan struct{} // closed when server has exited
 
 	mu sync.Mutex
 	n  int // databases created
@@ -105,7 +109,7 @@ func findBin() (string, error) {
 		// The newest version first: /usr/lib/postgresql/16 before 15.
 		sort.Sort(sort.Reverse(sort.StringSlice(matches)))
 		for _, d := range matches {
-			if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "pg_ctl")) {
+			if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
 				return d, nil
 			}
 		}
@@ -119,7 +123,7 @@ func isExec(path string) bool {
 }
 
 // giveToPostgres makes the folder the postgres user's, for a server run
-// through runuser.
+// as that user.
 func (c *Cluster) giveToPostgres() error {
 	u, err := user.Lookup("postgres")
 	if err != nil {
@@ -130,26 +134,24 @@ func (c *Cluster) giveToPostgres() error {
 	if err := os.Chown(c.dir, uid, gid); err != nil {
 		return fmt.Errorf("pgtest: give the cluster folder to postgres: %w", err)
 	}
-	c.runAs = "postgres"
+	c.runAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	return nil
 }
 
-// command runs a PostgreSQL binary, as the postgres user when needed.
-func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	path := filepath.Join(c.bin, name)
-	var cmd *exec.Cmd
-	if c.runAs != "" {
-		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", c.runAs, "--", path}, args...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, path, args...)
-	}
+// command runs a PostgreSQL binary, as the postgres user when needed. It
+// is started directly, not through runuser or pg_ctl, so that it is the
+// test binary's own child: it leads its own process group and the kernel
+// sends it sig when the test binary dies, even by a timeout.
+func (c *Cluster) command(ctx context.Context, sig syscall.Signal, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, name), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: sig, Credential: c.runAs}
 	// The server's user may not be able to enter the test's folder.
 	cmd.Dir = c.dir
 	return cmd
 }
 
 func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
-	out, err := c.command(ctx, name, args...).CombinedOutput()
+	out, err := c.command(ctx, syscall.SIGKILL, name, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pgtest: %s %s: %w\n%s", name, strings.Join(args, " "), err, out)
 	}
@@ -179,11 +181,58 @@ func (c *Cluster) start(ctx context.Context) error {
 		"-c", "full_page_writes=off",
 	}, " ")
 	logFile := filepath.Join(c.dir, "server.log")
-	if err := c.run(ctx, "pg_ctl", "-D", c.data(), "-l", logFile, "-o", opts, "-w", "-t", "120", "start"); err != nil {
-		log, _ := os.ReadFile(logFile)
-		return fmt.Errorf("%w\nserver log:\n%s", err, log)
+	log, err := os.OpenFile(logFile, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("pgtest: server log: %w", err)
 	}
-	return nil
+	defer log.Close()
+	// postgres itself in the foreground, not pg_ctl (whose server would
+	// be nobody's child): SIGQUIT is PostgreSQL's immediate shutdown,
+	// which also ends the server's own children.
+	cmd := c.command(context.WithoutCancel(ctx), syscall.SIGQUIT, "postgres", append([]string{"-D", c.data()}, strings.Fields(opts)...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("pgtest: start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	c.server, c.exited = cmd, exited
+	// Ready when it accepts a connection; a server that exits (its port
+	// was taken meanwhile) is an error the caller retries.
+	for {
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		if err == nil {
+			conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logFile)
+			return fmt.Errorf("pgtest: postgres exited at start: %s\nserver log:\n%s", cmd.ProcessState, b)
+		case <-ctx.Done():
+			c.kill()
+			b, _ := os.ReadFile(logFile)
+			return fmt.Errorf("pgtest: postgres did not accept connections: %w\nserver log:\n%s", ctx.Err(), b)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// kill shuts the server down at once (SIGQUIT, PostgreSQL's immediate
+// mode), then kills its process group if it lingers, and waits for it.
+func (c *Cluster) kill() {
+	if c.server == nil {
+		return
+	}
+	c.server.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-c.server.Process.Pid, syscall.SIGKILL)
+		<-c.exited
+	}
+	// Whatever the postmaster left in its group goes too.
+	syscall.Kill(-c.server.Process.Pid, syscall.SIGKILL)
 }
 
 func freePort() (int, error) {
@@ -232,10 +281,8 @@ func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
 
 // Stop stops the server at once and removes its folder.
 func (c *Cluster) Stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err := c.run(ctx, "pg_ctl", "-D", c.data(), "-m", "immediate", "-w", "stop")
-	return errors.Join(err, os.RemoveAll(c.dir))
+	c.kill()
+	return os.RemoveAll(c.dir)
 }
 
 // shared is the test binary's cluster, started by the first NewDatabase

@@ -4,9 +4,10 @@
 package testkit
 
 import (
-	"bytes"
 	"sync"
 	"time"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
 // Clock is a clock the test moves by hand. It is safe for concurrent use.
@@ -34,21 +35,4 @@ func (c *Clock) Advance(d time.Duration) {
 
 // Buffer is a bytes.Buffer that goroutines may write at once, as they may
 // write os.Stderr: a command's progress and its logs, a server's handlers.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-// String returns everything written so far.
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type Buffer = proctest.Buffer
