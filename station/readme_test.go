@@ -411,30 +411,7 @@ func (r *readmeRun) dmsOnTheLine(t *testing.T, cmds []string) {
 	}
 	seed.store.Close()
 
-	// station dms
-	cmd := exec.Command(r.bin, serveArgs...)
-	cmd.Dir = dir
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &proctest.Buffer{}
-	cmd.Stderr = logs
-	proctest.Start(t, cmd)
-	sc := bufio.NewScanner(stdout)
-	url := ""
-	for url == "" && sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "dms listening on "); ok {
-			url = strings.TrimSpace(rest)
-		}
-	}
-	if url == "" {
-		t.Fatalf("%s never said where it listens:\n%s", cmds[0], logs.String())
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
+	url, logs := r.startDMS(t, dir, cmds[0], serveArgs)
 
 	// curl … /v1/keys: the station's key, shown once; the operator keeps
 	// it in station.key.
@@ -467,5 +444,107 @@ func (r *readmeRun) dmsOnTheLine(t *testing.T, cmds []string) {
 	out, code = r.run(t, dir, nil, r.bin, run[1:]...)
 	if devices, passed, failed := summary(t, out); code != 0 || devices != 2 || passed != 2 || failed != 0 {
 		t.Fatalf("%s: exit %d, %d devices, %d passed, %d failed; want 2 passed\n%s\nthe DMS's log:\n%s", cmds[2], code, devices, passed, failed, out, logs.String())
+	}
+}
+
+// startDMS starts "station dms" with args in dir and returns the URL it
+// says it listens on, and its log.
+func (r *readmeRun) startDMS(t *testing.T, dir, shown string, args []string) (string, *proctest.Buffer) {
+	t.Helper()
+	cmd := exec.Command(r.bin, args...)
+	cmd.Dir = dir
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &proctest.Buffer{}
+	cmd.Stderr = logs
+	proctest.Start(t, cmd)
+	sc := bufio.NewScanner(stdout)
+	url := ""
+	for url == "" && sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "dms listening on "); ok {
+			url = strings.TrimSpace(rest)
+		}
+	}
+	if url == "" {
+		t.Fatalf("%s never said where it listens:\n%s", shown, logs.String())
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	return url, logs
+}
+
+// docLines returns the lines of an indented code block of a file under
+// docs/ that start with prefix (after the indent), in order.
+func docLines(t *testing.T, file, prefix string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "docs", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "    "); ok && strings.HasPrefix(rest, prefix) {
+			out = append(out, strings.TrimSpace(rest))
+		}
+	}
+	return out
+}
+
+// TestAPIDocStationCommands runs the station commands docs/api.md shows
+// (its curl examples run in station/dms/server TestAPIDocExamples): the
+// DMS as the doc starts it, and a device's own claim with only a token on
+// standard input. The port becomes a free one; $DMS and $TOKEN are the
+// DMS's address and a real token.
+func TestAPIDocStationCommands(t *testing.T) {
+	serve := docLines(t, "api.md", "station dms --db")
+	claim := docLines(t, "api.md", `echo "$TOKEN" | station dms claim`)
+	if len(serve) != 1 || len(claim) != 1 {
+		t.Fatalf("docs/api.md shows %d station dms and %d station dms claim commands, want one each: update this test", len(serve), len(claim))
+	}
+	r := &readmeRun{t: t, bin: buildStation(t)}
+	dir := t.TempDir()
+	seed, err := seedDemo(t.Context(), demoSpec{dir: dir, devices: 2, imageSize: 64 << 10, baud: 921600,
+		locks: []string{"JTAG_DISABLE"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed.store.Close()
+	args := shellWords(serve[0])[1:]
+	for i, a := range args {
+		if a == "127.0.0.1:8700" {
+			args[i] = "127.0.0.1:0"
+		}
+	}
+	url, logs := r.startDMS(t, dir, serve[0], args)
+	if fi, err := os.Stat(filepath.Join(dir, "admin.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: admin.key = %v, %v; want a file of mode 0600", serve[0], fi, err)
+	}
+	token, err := os.ReadFile(filepath.Join(dir, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := strings.ReplaceAll(claim[0], "$DMS", url)
+	c = strings.Replace(c, "station dms claim", r.bin+" dms claim", 1)
+	env := []string{"TOKEN=" + strings.TrimSpace(string(token))}
+	out, code := r.run(t, dir, env, "sh", "-c", c)
+	if code != 0 || !strings.Contains(out, "24:6f:28:aa:bb:02") || !strings.Contains(out, "serial") {
+		t.Fatalf("%s: exit %d, want 0 and the device's serial:\n%s\nthe DMS's log:\n%s", claim[0], code, out, logs.String())
+	}
+	if strings.Contains(out, strings.TrimSpace(string(token))) {
+		t.Errorf("%s printed the token", claim[0])
+	}
+	// The same device again uses no second claim (DESIGN.md: claiming is
+	// idempotent per device).
+	again, code := r.run(t, dir, env, "sh", "-c", c)
+	if code != 0 {
+		t.Fatalf("%s again: exit %d\n%s", claim[0], code, again)
+	}
+	left := regexp.MustCompile(`claims left on the token: (\d+)`)
+	if a, b := left.FindStringSubmatch(out), left.FindStringSubmatch(again); a == nil || b == nil || a[1] != b[1] {
+		t.Errorf("claims left after the first claim and after the same device again: %v, %v; want equal", a, b)
 	}
 }
