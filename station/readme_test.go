@@ -294,15 +294,7 @@ func (r *readmeRun) demo(t *testing.T, cmds []string) {
 func (r *readmeRun) startStationSim(t *testing.T, c, dir string) {
 	t.Helper()
 	words := shellWords(strings.ReplaceAll(c, "/tmp/sim", dir))
-	cmd := exec.Command(r.bin, words[1:]...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &proctest.Buffer{}
-	cmd.Stderr = logs
-	proctest.Start(t, cmd)
-	sc := bufio.NewScanner(stdout)
+	sc, logs := r.startStation(t, "", words[1:])
 	var printed strings.Builder
 	ports := 0
 	for sc.Scan() {
@@ -320,10 +312,7 @@ func (r *readmeRun) startStationSim(t *testing.T, c, dir string) {
 			if _, err := os.Stat(filepath.Join(dir, "fixture.yaml")); err != nil || ports != 4 {
 				break
 			}
-			go func() {
-				for sc.Scan() {
-				}
-			}()
+			go drain(sc)
 			return
 		}
 	}
@@ -451,16 +440,7 @@ func (r *readmeRun) dmsOnTheLine(t *testing.T, cmds []string) {
 // says it listens on, and its log.
 func (r *readmeRun) startDMS(t *testing.T, dir, shown string, args []string) (string, *proctest.Buffer) {
 	t.Helper()
-	cmd := exec.Command(r.bin, args...)
-	cmd.Dir = dir
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &proctest.Buffer{}
-	cmd.Stderr = logs
-	proctest.Start(t, cmd)
-	sc := bufio.NewScanner(stdout)
+	sc, logs := r.startStation(t, dir, args)
 	url := ""
 	for url == "" && sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "dms listening on "); ok {
@@ -470,11 +450,32 @@ func (r *readmeRun) startDMS(t *testing.T, dir, shown string, args []string) (st
 	if url == "" {
 		t.Fatalf("%s never said where it listens:\n%s", shown, logs.String())
 	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
+	go drain(sc)
 	return url, logs
+}
+
+// startStation starts the station binary with args in dir (the test's
+// own when ""), for the test's lifetime, and returns a scanner of its
+// standard output and its standard error.
+func (r *readmeRun) startStation(t *testing.T, dir string, args []string) (*bufio.Scanner, *proctest.Buffer) {
+	t.Helper()
+	cmd := exec.Command(r.bin, args...)
+	cmd.Dir = dir
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &proctest.Buffer{}
+	cmd.Stderr = logs
+	proctest.Start(t, cmd)
+	return bufio.NewScanner(stdout), logs
+}
+
+// drain reads what is left, so that the program never blocks on a full
+// pipe.
+func drain(sc *bufio.Scanner) {
+	for sc.Scan() {
+	}
 }
 
 // docLines returns the lines of an indented code block of a file under
