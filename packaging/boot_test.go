@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
 // bootCheck is a unit the test adds to the machine: once the station's
@@ -34,7 +37,7 @@ const bootCheckScript = `#!/bin/sh
 for i in $(seq 120); do [ -S /run/station/api.sock ] && break; sleep 1; done
 for i in $(seq 30); do [ -e /dev/ttyUSB0 ] && break; sleep 1; done
 udevadm settle || true
-api() { curl -s --unix-socket /run/station/api.sock "http://station$1"; }
+api() { curl -s --max-time 10 --unix-socket /run/station/api.sock "http://station$1"; }
 echo "BOOTCHECK active=$(systemctl is-active station)"
 echo "BOOTCHECK enabled=$(systemctl is-enabled station)"
 echo "BOOTCHECK user=$(ps -o user= -C station | head -1)"
@@ -58,21 +61,39 @@ echo "BOOTCHECK exposure=$(systemd-analyze security station.service --no-pager |
 echo "BOOTCHECK done"
 `
 
+// bootBudget bounds the boot itself: from QEMU's start to its exit when
+// the machine, its check done, has powered off. Without KVM (TCG) on two
+// cores busy with other tests, that takes about 22 s; the rest of
+// TestPackages (packages, lintian, three Debian roots, the disk image)
+// about 4 to 6 minutes. Three minutes are eight times the boot, and keep
+// the package's worst case near 9 minutes, inside go test -timeout 12m
+// with the kiosk and udev tests still to run.
+const bootBudget = 3 * time.Minute
+
+// consoleTail is how many of the console's last lines a failure shows.
+const consoleTail = 100
+
 // bootInstalled boots a Debian machine with the packages installed (in
-// QEMU, without acceleration: KVM may not be usable where the test runs)
-// with an FTDI USB-serial adapter plugged in, and checks what a line
-// technician would after the first boot: the daemon came up by itself
-// under systemd, sandboxed as its unit says; it serves its socket to group
-// station; udev gave the adapter to group station; the daemon sees the
-// adapter as slot S1's device.
-func bootInstalled(t *testing.T, debs ...string) {
+// QEMU, with KVM where it can be used) with an FTDI USB-serial adapter
+// plugged in, and checks what a line technician would after the first
+// boot: the daemon came up by itself under systemd, sandboxed as its unit
+// says; it serves its socket to group station; udev gave the adapter to
+// group station; the daemon sees the adapter as slot S1's device.
+//
+// The boot has bootBudget (less if the test binary's deadline is nearer)
+// to print "BOOTCHECK done" on the console and power off; after that, or
+// when QEMU stops before, the test fails with the console's tail.
+func bootInstalled(ctx context.Context, t *testing.T, debs ...string) {
 	need(t, runtime.GOARCH == "amd64", "the boot test runs amd64 Debian in qemu-system-x86_64")
 	for _, tool := range []string{"qemu-system-x86_64", "mkfs.ext4"} {
 		_, err := exec.LookPath(tool)
 		need(t, err == nil, tool+" is not installed")
 	}
-	r := freshRoot(t, "systemd", "systemd-sysv", "udev", "procps", "curl", "linux-image-amd64", "initramfs-tools")
-	install(t, r, debs...)
+	prepared := time.Now()
+	r := freshRoot(ctx, t, "systemd", "systemd-sysv", "udev", "procps", "curl", "linux-image-amd64", "initramfs-tools")
+	rooted := time.Now()
+	install(ctx, t, r, debs...)
+	installed := time.Now()
 	writeIn(t, r, "etc/fstab", "/dev/vda / ext4 defaults 0 1\n")
 	writeIn(t, r, "etc/hostname", "station-test\n")
 	writeIn(t, r, "etc/systemd/system/boot-check.service", bootCheck)
@@ -80,7 +101,7 @@ func bootInstalled(t *testing.T, debs ...string) {
 	if err := os.Chmod(filepath.Join(r, "usr/local/sbin/boot-check"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := chroot(t, r, "systemctl", "enable", "boot-check.service"); code != 0 {
+	if out, code := chroot(ctx, t, r, "systemctl", "enable", "boot-check.service"); code != 0 {
 		t.Fatalf("enable boot-check: %s", out)
 	}
 	kernel, _ := filepath.Glob(filepath.Join(r, "boot", "vmlinuz-*"))
@@ -89,29 +110,69 @@ func bootInstalled(t *testing.T, debs ...string) {
 		t.Fatalf("the root has kernels %v and initrds %v; want one each", kernel, initrd)
 	}
 	img := filepath.Join(t.TempDir(), "disk.img")
-	run(t, "mkfs.ext4", "-q", "-F", "-d", r, img, "3G")
+	run(ctx, t, "mkfs.ext4", "-q", "-F", "-d", r, img, "3G")
+	t.Logf("root made in %.1f s, packages installed in %.1f s, disk image made in %.1f s",
+		rooted.Sub(prepared).Seconds(), installed.Sub(rooted).Seconds(), time.Since(installed).Seconds())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	accel, why := accelerator(ctx)
+	budget := bootBudget
+	if d, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(d))
+	}
+	t.Logf("booting with -accel %s (%s), for at most %v", accel, why, budget.Round(time.Second))
+	bctx, cancel := context.WithTimeoutCause(ctx, budget, fmt.Errorf("the boot took more than %v", budget.Round(time.Second)))
 	defer cancel()
-	usbOut := filepath.Join(t.TempDir(), "usb-serial.out")
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2",
+	args := []string{"-accel", accel, "-m", "1024", "-smp", "2",
 		"-nographic", "-no-reboot", "-nic", "none",
-		"-kernel", kernel[0], "-initrd", initrd[0], "-append", "root=/dev/vda rw console=ttyS0 quiet",
-		"-drive", "file="+img+",format=raw,if=virtio",
+		// panic=-1: a kernel panic, or the initramfs failing to mount the
+		// root, reboots at once, and -no-reboot makes QEMU exit.
+		"-kernel", kernel[0], "-initrd", initrd[0], "-append", "root=/dev/vda rw console=ttyS0 quiet panic=-1",
+		"-drive", "file=" + img + ",format=raw,if=virtio",
 		// An FTDI FT232 (0403:6001): the guest's ftdi_sio makes it /dev/ttyUSB0.
-		"-device", "qemu-xhci", "-chardev", "file,id=ftdi,path="+usbOut, "-device", "usb-serial,chardev=ftdi")
+		"-device", "qemu-xhci", "-chardev", "file,id=ftdi,path=" + filepath.Join(t.TempDir(), "usb-serial.out"), "-device", "usb-serial,chardev=ftdi"}
+	if accel == "kvm" {
+		args = append(args, "-cpu", "host")
+	}
+	var console output
+	cmd := exec.CommandContext(bctx, "qemu-system-x86_64", args...)
+	cmd.Stdout, cmd.Stderr = &console, &console
 	start := time.Now()
-	console, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu: %v\n%s", err, console)
+	qemu := proctest.Start(t, cmd)
+
+	// The console is read as QEMU writes it, and the waits end on what it
+	// says, on QEMU's exit or on the budget: none depends on a pipe
+	// closing.
+	var checked time.Duration
+	select {
+	case <-console.Seen("BOOTCHECK done"):
+		checked = time.Since(start)
+	case <-qemu.Done():
+	case <-bctx.Done():
 	}
-	t.Logf("booted, checked and powered off in %.1f s", time.Since(start).Seconds())
+	select {
+	case <-qemu.Done():
+	case <-bctx.Done():
+		qemu.Kill()
+	}
+	err := qemu.Err()
+	switch {
+	case err == nil && checked > 0:
+	case bctx.Err() != nil && checked > 0:
+		t.Fatalf("the machine finished its check in %.1f s but did not power off: %v (-accel %s); console, last lines:\n%s",
+			checked.Seconds(), context.Cause(bctx), accel, console.Tail(consoleTail))
+	case bctx.Err() != nil:
+		t.Fatalf("the machine did not finish its check: %v (-accel %s); console, last lines:\n%s",
+			context.Cause(bctx), accel, console.Tail(consoleTail))
+	case err != nil:
+		t.Fatalf("qemu ended after %.1f s with %v; console, last lines:\n%s", time.Since(start).Seconds(), err, console.Tail(consoleTail))
+	default:
+		t.Fatalf("the machine stopped after %.1f s (powered off, or rebooted: a panic reboots it) before it finished its check; console, last lines:\n%s",
+			time.Since(start).Seconds(), console.Tail(consoleTail))
+	}
+	t.Logf("booted and checked in %.1f s, powered off in %.1f s (-accel %s)", checked.Seconds(), time.Since(start).Seconds(), accel)
 	got := map[string]string{}
-	for _, m := range regexp.MustCompile(`BOOTCHECK (\w+)=?(.*?)\r?\n`).FindAllStringSubmatch(string(console), -1) {
+	for _, m := range regexp.MustCompile(`BOOTCHECK (\w+)=?(.*?)\r?\n`).FindAllStringSubmatch(console.String(), -1) {
 		got[m[1]] = strings.TrimSpace(m[2])
-	}
-	if _, ok := got["done"]; !ok {
-		t.Fatalf("the machine did not finish its check; console:\n%s", console)
 	}
 	for key, want := range map[string]string{
 		"active":  "active",
@@ -138,6 +199,37 @@ func bootInstalled(t *testing.T, debs ...string) {
 	}
 	t.Logf("systemd-analyze security in the booted machine: exposure %s; slot S1 with the FTDI adapter: %s", got["exposure"], got["s1"])
 	if t.Failed() {
-		t.Logf("console:\n%s", console)
+		t.Logf("console, last lines:\n%s", console.Tail(consoleTail))
 	}
+}
+
+// kvmProbe is what the accelerator probe says to QEMU's monitor (QMP):
+// whether KVM is enabled, then quit.
+const kvmProbe = `{"execute":"qmp_capabilities"}
+{"execute":"query-kvm"}
+{"execute":"quit"}
+`
+
+// accelerator returns the accelerator the boot uses, and why: kvm when
+// /dev/kvm opens read-write and QEMU, started with -accel kvm (paused, no
+// guest), reports KVM enabled; tcg otherwise. QEMU exits at once when it
+// cannot use KVM (no module, no permission, no nested virtualisation).
+func accelerator(ctx context.Context) (accel, why string) {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return "tcg", fmt.Sprintf("no KVM: %v", err)
+	}
+	f.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-S", "-nodefaults", "-display", "none", "-m", "64", "-qmp", "stdio")
+	cmd.Stdin = strings.NewReader(kvmProbe)
+	out, err := proctest.Output(cmd)
+	switch {
+	case err != nil:
+		return "tcg", fmt.Sprintf("/dev/kvm opens, but QEMU cannot use KVM: %v: %s", childErr(ctx, err), strings.TrimSpace(string(out)))
+	case !regexp.MustCompile(`"return":\s*\{"enabled":\s*true`).Match(out):
+		return "tcg", fmt.Sprintf("/dev/kvm opens, but QEMU does not report KVM enabled: %s", strings.TrimSpace(string(out)))
+	}
+	return "kvm", "/dev/kvm opens read-write and QEMU runs a machine with KVM"
 }

@@ -2,7 +2,6 @@ package packaging
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
 // need fails under CI (scripts/test installs what the test needs) and
@@ -43,31 +44,37 @@ func repoRoot(t *testing.T) string {
 	return filepath.Dir(wd)
 }
 
-// run runs a command and returns its combined output; it fails the test
-// when the command fails.
-func run(t *testing.T, name string, args ...string) string {
+// run runs a command in a process group of its own, bound to ctx, and
+// returns its combined output; it fails the test when the command fails.
+func run(ctx context.Context, t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := proctest.Output(exec.CommandContext(ctx, name, args...))
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), childErr(ctx, err), out)
 	}
 	return string(out)
 }
 
-// chroot runs a command in root and returns its output and exit code.
-func chroot(t *testing.T, root string, args ...string) (string, int) {
+// chrootEnv is the environment of the commands run in a root.
+var chrootEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"}
+
+// chroot runs a command in root, bound to ctx, and returns its output and
+// exit code. It fails the test when the command cannot run or ctx ends
+// first.
+func chroot(ctx context.Context, t *testing.T, root string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command("chroot", append([]string{root}, args...)...)
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"}
-	out, err := cmd.CombinedOutput()
+	cmd := exec.CommandContext(ctx, "chroot", append([]string{root}, args...)...)
+	cmd.Env = chrootEnv
+	out, err := proctest.Output(cmd)
 	var exit *exec.ExitError
 	switch {
-	case errors.As(err, &exit):
+	case err == nil:
+		return string(out), 0
+	case ctx.Err() == nil && errors.As(err, &exit):
 		return string(out), exit.ExitCode()
-	case err != nil:
-		t.Fatalf("chroot %s %s: %v", root, strings.Join(args, " "), err)
 	}
-	return string(out), 0
+	t.Fatalf("chroot %s %s: %v\n%s", root, strings.Join(args, " "), childErr(ctx, err), out)
+	return "", 0
 }
 
 // TestPackages builds the packages and installs them into fresh Debian
@@ -78,20 +85,25 @@ func TestPackages(t *testing.T) {
 		_, err := exec.LookPath(tool)
 		need(t, err == nil, tool+" is not installed")
 	}
+	ctx := testContext(t)
 	root := repoRoot(t)
 	out := t.TempDir()
-	cmd := exec.Command(filepath.Join(root, "scripts", "package"), "--out", out)
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "package"), "--out", out)
 	cmd.Dir = root
-	built, err := cmd.CombinedOutput()
+	built, err := proctest.Output(cmd)
 	if err != nil {
-		t.Fatalf("scripts/package: %v\n%s", err, built)
+		t.Fatalf("scripts/package: %v\n%s", childErr(ctx, err), built)
 	}
 	station, kiosk := findDeb(t, out, "station"), findDeb(t, out, "station-kiosk")
-	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", station, "Version"))
-	commit := strings.TrimSpace(gitCommit(t, root))
+	version := strings.TrimSpace(run(ctx, t, "dpkg-deb", "-f", station, "Version"))
+	commit := strings.TrimSpace(run(ctx, t, "git", "-C", root, "rev-parse", "--short=12", "HEAD"))
 
 	t.Run("lintian", func(t *testing.T) {
-		out, err := exec.Command("lintian", "--tag-display-limit", "0", station, kiosk).CombinedOutput()
+		ctx := testContext(t)
+		out, err := proctest.Output(exec.CommandContext(ctx, "lintian", "--tag-display-limit", "0", station, kiosk))
+		if ctx.Err() != nil {
+			t.Fatalf("lintian: %v\n%s", childErr(ctx, err), out)
+		}
 		var errs []string
 		for _, line := range strings.Split(string(out), "\n") {
 			if strings.HasPrefix(line, "E: ") {
@@ -105,13 +117,14 @@ func TestPackages(t *testing.T) {
 	})
 
 	t.Run("contents", func(t *testing.T) {
-		conffiles := controlFile(t, station, "conffiles")
+		ctx := testContext(t)
+		conffiles := controlFile(ctx, t, station, "conffiles")
 		for _, f := range []string{"/etc/station/station.yaml", "/etc/station/fixture.yaml"} {
 			if !strings.Contains(conffiles, f+"\n") {
 				t.Errorf("%s is not a conffile; conffiles:\n%s", f, conffiles)
 			}
 		}
-		list := run(t, "dpkg-deb", "-c", station) + run(t, "dpkg-deb", "-c", kiosk)
+		list := run(ctx, t, "dpkg-deb", "-c", station) + run(ctx, t, "dpkg-deb", "-c", kiosk)
 		for _, f := range []string{
 			"./usr/bin/station", "./lib/systemd/system/station.service", "./lib/udev/rules.d/60-station.rules",
 			"./usr/lib/sysusers.d/station.conf", "./usr/lib/tmpfiles.d/station.conf", "./usr/lib/modules-load.d/station.conf",
@@ -132,20 +145,21 @@ func TestPackages(t *testing.T) {
 		{"without an init system", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
 			var extra []string
 			if tc.systemd {
 				extra = []string{"systemd"}
 			}
-			r := freshRoot(t, extra...)
-			install(t, r, station, kiosk)
-			checkInstalled(t, r, version, commit, tc.systemd)
+			r := freshRoot(ctx, t, extra...)
+			install(ctx, t, r, station, kiosk)
+			checkInstalled(ctx, t, r, version, commit, tc.systemd)
 		})
 	}
-	t.Run("boots", func(t *testing.T) { bootInstalled(t, station, kiosk) })
+	t.Run("boots", func(t *testing.T) { bootInstalled(testContext(t), t, station, kiosk) })
 }
 
 // install installs the packages into the root r with dpkg -i.
-func install(t *testing.T, r string, debs ...string) {
+func install(ctx context.Context, t *testing.T, r string, debs ...string) {
 	t.Helper()
 	args := []string{"dpkg", "-i"}
 	for _, deb := range debs {
@@ -158,42 +172,42 @@ func install(t *testing.T, r string, debs ...string) {
 		}
 		args = append(args, "/tmp/"+filepath.Base(deb))
 	}
-	if out, code := chroot(t, r, args...); code != 0 {
+	if out, code := chroot(ctx, t, r, args...); code != 0 {
 		t.Fatalf("dpkg -i: exit %d\n%s", code, out)
 	}
 }
 
-func checkInstalled(t *testing.T, r, version, commit string, systemd bool) {
-	out, code := chroot(t, r, "station", "--version")
+func checkInstalled(ctx context.Context, t *testing.T, r, version, commit string, systemd bool) {
+	out, code := chroot(ctx, t, r, "station", "--version")
 	if code != 0 || !strings.Contains(out, version) || !strings.Contains(out, commit) {
 		t.Errorf("station --version: exit %d, %q; want the version %s and the commit %s", code, out, version, commit)
 	}
-	out, code = chroot(t, r, "station-kiosk", "--version")
+	out, code = chroot(ctx, t, r, "station-kiosk", "--version")
 	if code != 0 || !strings.Contains(out, version) {
 		t.Errorf("station-kiosk --version: exit %d, %q; want %s", code, out, version)
 	}
-	out, code = chroot(t, r, "station", "config", "check")
+	out, code = chroot(ctx, t, r, "station", "config", "check")
 	if code != 0 || !strings.Contains(out, "/etc/station/station.yaml") || !strings.Contains(out, "the station can start") {
 		t.Errorf("station config check of the installed configuration: exit %d\n%s", code, out)
 	}
 
 	// The user, its groups and the folders, as postinst made them.
-	if out, _ := chroot(t, r, "id", "station"); !strings.Contains(out, "(station)") || !strings.Contains(out, "(dialout)") {
+	if out, _ := chroot(ctx, t, r, "id", "station"); !strings.Contains(out, "(station)") || !strings.Contains(out, "(dialout)") {
 		t.Errorf("id station: %q; want user station in groups station and dialout", out)
 	}
-	wantOwner(t, r, "/var/lib/station", "station:station 750")
-	wantOwner(t, r, "/etc/station", "root:station 750")
+	wantOwner(ctx, t, r, "/var/lib/station", "station:station 750")
+	wantOwner(ctx, t, r, "/etc/station", "root:station 750")
 	if systemd {
 		link := filepath.Join(r, "etc/systemd/system/multi-user.target.wants/station.service")
 		if dest, err := os.Readlink(link); err != nil || !strings.HasSuffix(dest, "/station.service") {
 			t.Errorf("station.service is not enabled: %s -> %q (%v)", link, dest, err)
 		}
-		if out, err := exec.Command("systemd-analyze", "verify", "--root="+r, "station.service").CombinedOutput(); err != nil {
-			t.Errorf("systemd-analyze verify station.service: %v\n%s", err, out)
+		if out, err := proctest.Output(exec.CommandContext(ctx, "systemd-analyze", "verify", "--root="+r, "station.service")); err != nil {
+			t.Errorf("systemd-analyze verify station.service: %v\n%s", childErr(ctx, err), out)
 		}
-		out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--root="+r, "station.service").CombinedOutput()
+		out, err := proctest.Output(exec.CommandContext(ctx, "systemd-analyze", "security", "--offline=true", "--root="+r, "station.service"))
 		if err != nil {
-			t.Errorf("systemd-analyze security station.service: %v\n%s", err, out)
+			t.Errorf("systemd-analyze security station.service: %v\n%s", childErr(ctx, err), out)
 		}
 		if m := regexp.MustCompile(`Overall exposure level for station.service: ([0-9.]+)`).FindSubmatch(out); m != nil {
 			t.Logf("systemd-analyze security: exposure %s (0 = fully sandboxed, 10 = not at all)", m[1])
@@ -205,22 +219,22 @@ func checkInstalled(t *testing.T, r, version, commit string, systemd bool) {
 		"api: {socket: /run/station/api.sock, group: nosuchgroup}\nprintr: tcp://127.0.0.1:9\n"
 	writeIn(t, r, "etc/station/bad.yaml", bad)
 	writeIn(t, r, "etc/station/bad-fixture.yaml", "slots:\n  - {name: S1, protocol: esp}\n")
-	out, code = chroot(t, r, "station", "config", "check", "--config", "/etc/station/bad.yaml")
+	out, code = chroot(ctx, t, r, "station", "config", "check", "--config", "/etc/station/bad.yaml")
 	if code != 1 || !strings.Contains(out, `line 6: unknown key "printr"`) {
 		t.Errorf("config check of a file with an unknown key: exit %d, want 1 and the key with its line\n%s", code, out)
 	}
 	writeIn(t, r, "etc/station/bad.yaml", strings.Replace(bad, "printr", "printer", 1))
-	out, code = chroot(t, r, "station", "config", "check", "--config", "/etc/station/bad.yaml", "--timeout", "2s")
+	out, code = chroot(ctx, t, r, "station", "config", "check", "--config", "/etc/station/bad.yaml", "--timeout", "2s")
 	for _, want := range []string{"S1", "port", `group "nosuchgroup" does not exist`, "127.0.0.1:9 does not answer"} {
 		if code != 1 || !strings.Contains(out, want) {
 			t.Errorf("config check of a bad file: exit %d, want 1 and %q\n%s", code, want, out)
 		}
 	}
 
-	serveInstalled(t, r)
+	serveInstalled(ctx, t, r)
 
 	// Purging removes the configuration and keeps the journal.
-	if out, code := chroot(t, r, "dpkg", "--purge", "station-kiosk", "station"); code != 0 {
+	if out, code := chroot(ctx, t, r, "dpkg", "--purge", "station-kiosk", "station"); code != 0 {
 		t.Fatalf("dpkg --purge: exit %d\n%s", code, out)
 	}
 	if _, err := os.Stat(filepath.Join(r, "var/lib/station/journal.db")); err != nil {
@@ -229,7 +243,7 @@ func checkInstalled(t *testing.T, r, version, commit string, systemd bool) {
 	if _, err := os.Stat(filepath.Join(r, "etc/station/station.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("purging left /etc/station/station.yaml (%v)", err)
 	}
-	if out, _ := chroot(t, r, "dpkg-statoverride", "--list"); strings.Contains(out, "/etc/station") {
+	if out, _ := chroot(ctx, t, r, "dpkg-statoverride", "--list"); strings.Contains(out, "/etc/station") {
 		t.Errorf("purging left the statoverride of /etc/station: %s", out)
 	}
 }
@@ -237,14 +251,11 @@ func checkInstalled(t *testing.T, r, version, commit string, systemd bool) {
 // serveInstalled starts the daemon the way station.service does (user
 // station, the installed configuration, /run/station made for it) and
 // reads its local API from outside the root.
-func serveInstalled(t *testing.T, r string) {
+func serveInstalled(ctx context.Context, t *testing.T, r string) {
 	t.Helper()
-	if out, code := chroot(t, r, "install", "-d", "-o", "station", "-g", "station", "-m", "0750", "/run/station"); code != 0 {
+	if out, code := chroot(ctx, t, r, "install", "-d", "-o", "station", "-g", "station", "-m", "0750", "/run/station"); code != 0 {
 		t.Fatalf("make /run/station: %s", out)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs bytes.Buffer
 	unit, err := os.ReadFile(filepath.Join(r, "lib/systemd/system/station.service"))
 	if err != nil {
 		t.Fatal(err)
@@ -253,43 +264,50 @@ func serveInstalled(t *testing.T, r string) {
 	if m == nil {
 		t.Fatalf("station.service has no ExecStart:\n%s", unit)
 	}
+	// chroot execs the daemon: it is the test's child, and its group's leader.
+	var logs output
 	cmd := exec.CommandContext(ctx, "chroot", append([]string{"--userspec=station:station", "--groups=dialout", r},
 		strings.Fields(string(m[1]))...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/var/lib/station"}
 	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 30 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	daemon := proctest.Start(t, cmd)
 	defer func() {
-		cancel()
-		cmd.Wait()
-		if code := cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("station serve ended with exit %d on SIGTERM, want 0\n%s", code, logs.String())
+		// SIGTERM, as systemctl stop sends it: the daemon closes its
+		// journal and exits 0, well inside the unit's TimeoutStopSec.
+		if err := daemon.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+			t.Errorf("station serve ended with %v on SIGTERM, want exit 0\n%s", childErr(ctx, err), logs.String())
 		}
 		checkJSONLogs(t, logs.String())
 	}()
+
+	// The daemon prints its banner once it listens on its socket.
+	started, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	select {
+	case <-logs.Seen("local API on unix:"):
+	case <-daemon.Done():
+		t.Fatalf("station serve ended before it served its socket: %v\n%s", daemon.Err(), logs.String())
+	case <-started.Done():
+		t.Fatalf("the installed daemon did not serve its socket: %v\n%s", context.Cause(started), logs.String())
+	}
 	sock := filepath.Join(r, "run/station/api.sock")
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}}}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := client.Get("http://station/metrics")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "\nstation_slots 4\n") {
-				t.Fatalf("GET /metrics of the installed daemon: %s\n%s", resp.Status, body)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the installed daemon did not serve %s: %v\n%s", sock, err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(started, http.MethodGet, "http://station/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics of the installed daemon on %s: %v\n%s", sock, err, logs.String())
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "\nstation_slots 4\n") {
+		t.Fatalf("GET /metrics of the installed daemon: %s (%v)\n%s", resp.Status, err, body)
 	}
 	st, err := os.Stat(sock)
 	if err != nil || st.Mode().Perm() != 0o660 {
@@ -320,9 +338,9 @@ func checkJSONLogs(t *testing.T, logs string) {
 	}
 }
 
-func wantOwner(t *testing.T, r, path, want string) {
+func wantOwner(ctx context.Context, t *testing.T, r, path, want string) {
 	t.Helper()
-	out, code := chroot(t, r, "stat", "-c", "%U:%G %a", path)
+	out, code := chroot(ctx, t, r, "stat", "-c", "%U:%G %a", path)
 	if code != 0 || strings.TrimSpace(out) != want {
 		t.Errorf("%s: %q, want %q", path, strings.TrimSpace(out), want)
 	}
@@ -344,24 +362,15 @@ func findDeb(t *testing.T, dir, name string) string {
 	return m[0]
 }
 
-func controlFile(t *testing.T, deb, name string) string {
+func controlFile(ctx context.Context, t *testing.T, deb, name string) string {
 	t.Helper()
 	dir := t.TempDir()
-	run(t, "dpkg-deb", "--control", deb, dir)
+	run(ctx, t, "dpkg-deb", "--control", deb, dir)
 	data, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(data)
-}
-
-func gitCommit(t *testing.T, root string) string {
-	t.Helper()
-	out, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
-	if err != nil {
-		t.Fatalf("git rev-parse: %v", err)
-	}
-	return string(out)
 }
 
 // The libraries the packages depend on, installed into the fresh roots
@@ -370,8 +379,10 @@ var rootPackages = []string{"libusb-1.0-0", "libudev1", "libgl1", "libx11-6", "l
 
 // freshRoot makes a fresh Debian root (minbase, the packages' libraries
 // and extra) in a temporary folder, from a tarball of its packages cached
-// in the user's cache folder.
-func freshRoot(t *testing.T, extra ...string) string {
+// in the user's cache folder. At the end of the test, whatever still runs
+// in the root is killed and whatever is mounted in it unmounted, before
+// the folder is removed.
+func freshRoot(ctx context.Context, t *testing.T, extra ...string) string {
 	t.Helper()
 	include := append(append([]string(nil), rootPackages...), extra...)
 	suite := osRelease(t, "VERSION_CODENAME")
@@ -387,15 +398,20 @@ func freshRoot(t *testing.T, extra ...string) string {
 		if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		tmp := tarball + ".part"
+		// Another test binary (another checkout's) may be making the
+		// same tarball: each writes its own, and renames it into place.
+		tmp := fmt.Sprintf("%s.%d.part", tarball, os.Getpid())
+		defer os.Remove(tmp)
 		work := filepath.Join(t.TempDir(), "download")
-		run(t, "debootstrap", append(args, "--make-tarball="+tmp, suite, work, mirror)...)
+		t.Cleanup(func() { releaseRoot(t, work) })
+		run(ctx, t, "debootstrap", append(args, "--make-tarball="+tmp, suite, work, mirror)...)
 		if err := os.Rename(tmp, tarball); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := filepath.Join(t.TempDir(), "root")
-	run(t, "debootstrap", append(args, "--unpack-tarball="+tarball, suite, r, mirror)...)
+	t.Cleanup(func() { releaseRoot(t, r) })
+	run(ctx, t, "debootstrap", append(args, "--unpack-tarball="+tarball, suite, r, mirror)...)
 	return r
 }
 

@@ -12,30 +12,35 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
-// startXvfb starts a real X server on a free display and returns the
-// display's name (":N").
-func startXvfb(t *testing.T, width, height int) string {
+// startXvfb starts a real X server on a free display, bound to ctx and
+// killed at the end of the test, and returns the display's name (":N").
+func startXvfb(ctx context.Context, t *testing.T, width, height int) string {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", fmt.Sprintf("%dx%dx24", width, height), "-nolisten", "tcp")
+	defer r.Close()
+	var logs output
+	cmd := exec.CommandContext(ctx, "Xvfb", "-displayfd", "3", "-screen", "0", fmt.Sprintf("%dx%dx24", width, height), "-nolisten", "tcp")
 	cmd.ExtraFiles = []*os.File{w}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	proctest.Start(t, cmd)
 	w.Close()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	// Xvfb writes the display's number once it accepts clients; the pipe
+	// ends (EOF) if it dies first. The deadline covers a hung Xvfb.
+	deadline := time.Now().Add(time.Minute)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	r.SetReadDeadline(deadline)
 	line, err := bufio.NewReader(r).ReadString('\n')
-	r.Close()
 	if err != nil {
-		t.Fatalf("Xvfb gave no display: %v", err)
+		t.Fatalf("Xvfb gave no display: %v\n%s", err, logs.String())
 	}
 	return ":" + strings.TrimSpace(line)
 }
@@ -64,30 +69,32 @@ func TestKioskSession(t *testing.T) {
 		_, err := exec.LookPath(tool)
 		need(t, err == nil, tool+" is not installed")
 	}
+	ctx := testContext(t)
 	root := repoRoot(t)
 	kiosk := filepath.Join(t.TempDir(), "station-kiosk")
-	build := exec.Command("go", "build", "-o", kiosk, "./ui/cmd/station-kiosk")
+	build := exec.CommandContext(ctx, "go", "build", "-o", kiosk, "./ui/cmd/station-kiosk")
 	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the kiosk: %v\n%s", err, out)
+	if out, err := proctest.Output(build); err != nil {
+		t.Fatalf("build the kiosk: %v\n%s", childErr(ctx, err), out)
 	}
 	const width, height = 1024, 768
-	display := startXvfb(t, width, height)
+	display := startXvfb(ctx, t, width, height)
+	windows := func() string {
+		out, _ := proctest.Output(exec.CommandContext(ctx, "xwininfo", "-display", display, "-root", "-tree"))
+		return string(out)
+	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	sessionCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	// No daemon answers on the socket: the kiosk shows that it is
-	// reconnecting, which is all the session needs.
-	session := exec.CommandContext(ctx, "sh", filepath.Join(root, "packaging/kiosk/station-kiosk-session"),
+	// reconnecting, which is all the session needs. The session's kiosks
+	// are in its process group, and end with it.
+	cmd := exec.CommandContext(sessionCtx, "sh", filepath.Join(root, "packaging/kiosk/station-kiosk-session"),
 		"--api", "unix:"+filepath.Join(t.TempDir(), "api.sock"))
-	session.Env = append(os.Environ(), "DISPLAY="+display, "STATION_KIOSK="+kiosk, "LIBGL_ALWAYS_SOFTWARE=1")
-	var logs strings.Builder
-	session.Stdout, session.Stderr = &logs, &logs
-	if err := session.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ended := make(chan error, 1)
-	go func() { ended <- session.Wait() }()
+	cmd.Env = append(os.Environ(), "DISPLAY="+display, "STATION_KIOSK="+kiosk, "LIBGL_ALWAYS_SOFTWARE=1")
+	var logs output
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	session := proctest.Start(t, cmd)
 
 	// waitKiosk waits for one kiosk process, other than old, with a window
 	// the size of the screen.
@@ -96,19 +103,17 @@ func TestKioskSession(t *testing.T) {
 		for {
 			pids := processesOf(kiosk)
 			if len(pids) == 1 && pids[0] != old {
-				out, _ := exec.Command("xwininfo", "-display", display, "-root", "-tree").Output()
-				for _, line := range strings.Split(string(out), "\n") {
+				for _, line := range strings.Split(windows(), "\n") {
 					if strings.Contains(line, `"Station"`) && strings.Contains(line, fmt.Sprintf("%dx%d+0+0", width, height)) {
 						return pids[0]
 					}
 				}
 			}
 			select {
-			case err := <-ended:
-				t.Fatalf("%s: the session ended (%v)\n%s", what, err, logs.String())
-			case <-ctx.Done():
-				out, _ := exec.Command("xwininfo", "-display", display, "-root", "-tree").Output()
-				t.Fatalf("%s: no full-screen kiosk window; kiosks %v; windows:\n%s\nlogs:\n%s", what, pids, out, logs.String())
+			case <-session.Done():
+				t.Fatalf("%s: the session ended (%v)\n%s", what, session.Err(), logs.String())
+			case <-sessionCtx.Done():
+				t.Fatalf("%s: no full-screen kiosk window; kiosks %v; windows:\n%s\nlogs:\n%s", what, pids, windows(), logs.String())
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
@@ -122,11 +127,11 @@ func TestKioskSession(t *testing.T) {
 	// Closed on purpose (SIGTERM, as at log-out): the session ends, cleanly.
 	syscall.Kill(second, syscall.SIGTERM)
 	select {
-	case err := <-ended:
-		if err != nil {
+	case <-session.Done():
+		if err := session.Err(); err != nil {
 			t.Errorf("the session ended with %v after the kiosk was closed\n%s", err, logs.String())
 		}
-	case <-ctx.Done():
+	case <-sessionCtx.Done():
 		t.Fatalf("the session did not end after the kiosk was closed\n%s", logs.String())
 	}
 	if pids := processesOf(kiosk); len(pids) != 0 {

@@ -1,27 +1,30 @@
 package packaging
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/station-dev/station/fixtures/proctest"
 )
 
 // udevadmTest has udev parse the rules file at path, as the only file of
 // /etc/udev/rules.d (in a private mount namespace, so the machine's udev
 // sees nothing), and returns what udev said about it.
-func udevadmTest(t *testing.T, path string) []string {
+func udevadmTest(ctx context.Context, t *testing.T, path string) []string {
 	t.Helper()
 	name := filepath.Base(path)
 	script := `set -e
 mount -t tmpfs station-udev-test /etc/udev/rules.d
 cp "$1" /etc/udev/rules.d/
 udevadm test --action=add /sys/class/tty/ptmx 2>&1 || true`
-	out, err := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", path).CombinedOutput()
+	out, err := proctest.Output(exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", path))
 	if err != nil {
-		t.Fatalf("udevadm test in a mount namespace: %v\n%s", err, out)
+		t.Fatalf("udevadm test in a mount namespace: %v\n%s", childErr(ctx, err), out)
 	}
 	if !strings.Contains(string(out), "Reading rules file: /etc/udev/rules.d/"+name) {
 		t.Fatalf("udevadm test did not read %s:\n%s", name, out)
@@ -46,11 +49,12 @@ func TestUdevRules(t *testing.T) {
 	}
 	_, err := os.Stat("/etc/udev/rules.d")
 	need(t, err == nil, "/etc/udev/rules.d is missing (package udev)")
+	ctx := testContext(t)
 
 	// The check can fail: a rule with a wrong operator and a misspelt key.
 	bad := filepath.Join(t.TempDir(), "61-bad.rules")
 	os.WriteFile(bad, []byte("SUBSYSTEM==\"tty\", ATTRS{idVendor}=\"10c4\", GROUP=\"dialout\"\nSUBSYSTEM==\"tty\", GROPU=\"dialout\"\n"), 0o644)
-	if said := udevadmTest(t, bad); len(said) < 2 {
+	if said := udevadmTest(ctx, t, bad); len(said) < 2 {
 		t.Fatalf("udevadm test found %d problems in a file with two: %q", len(said), said)
 	}
 
@@ -60,7 +64,7 @@ func TestUdevRules(t *testing.T) {
 	}
 	allowed := regexp.MustCompile(`:\d+ Unknown group 'station', ignoring$`)
 	n := 0
-	for _, line := range udevadmTest(t, rules) {
+	for _, line := range udevadmTest(ctx, t, rules) {
 		if allowed.MatchString(line) {
 			n++
 			continue
