@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -15,35 +14,6 @@ import (
 
 	"github.com/station-dev/station/fixtures/proctest"
 )
-
-// startXvfb starts a real X server on a free display, bound to ctx and
-// killed at the end of the test, and returns the display's name (":N").
-func startXvfb(ctx context.Context, t *testing.T, width, height int) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var logs output
-	cmd := exec.CommandContext(ctx, "Xvfb", "-displayfd", "3", "-screen", "0", fmt.Sprintf("%dx%dx24", width, height), "-nolisten", "tcp")
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	proctest.Start(t, cmd)
-	w.Close()
-	// Xvfb writes the display's number once it accepts clients; the pipe
-	// ends (EOF) if it dies first. The deadline covers a hung Xvfb.
-	deadline := time.Now().Add(time.Minute)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	r.SetReadDeadline(deadline)
-	line, err := bufio.NewReader(r).ReadString('\n')
-	if err != nil {
-		t.Fatalf("Xvfb gave no display: %v\n%s", err, logs.String())
-	}
-	return ":" + strings.TrimSpace(line)
-}
 
 // processesOf returns the ids of the processes running the program at path.
 func processesOf(path string) []int {
@@ -78,7 +48,7 @@ func TestKioskSession(t *testing.T) {
 		t.Fatalf("build the kiosk: %v\n%s", childErr(ctx, err), out)
 	}
 	const width, height = 1024, 768
-	display := startXvfb(ctx, t, width, height)
+	display := proctest.StartXvfb(ctx, t, width, height)
 	windows := func() string {
 		out, _ := proctest.Output(exec.CommandContext(ctx, "xwininfo", "-display", display, "-root", "-tree"))
 		return string(out)
