@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,7 @@ WantedBy=multi-user.target
 const bootCheckScript = `#!/bin/sh
 for i in $(seq 120); do [ -S /run/station/api.sock ] && break; sleep 1; done
 for i in $(seq 30); do [ -e /dev/ttyUSB0 ] && break; sleep 1; done
+udevadm trigger
 udevadm settle || true
 api() { curl -s --max-time 10 --unix-socket /run/station/api.sock "http://station$1"; }
 echo "BOOTCHECK active=$(systemctl is-active station)"
@@ -57,7 +59,18 @@ cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$pid/cgroup)
 inside() { sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cg" nsenter -t "$pid" -m "$@"; }
 echo "BOOTCHECK open_tty=$(inside setpriv --reuid station --regid station --init-groups sh -c 'exec 3<>/dev/ttyUSB0 && echo ok' 2>&1 | tail -1)"
 echo "BOOTCHECK open_disk=$(inside sh -c 'exec 3</dev/vda && echo ok' 2>&1 | tail -1)"
-echo "BOOTCHECK exposure=$(systemd-analyze security station.service --no-pager | sed -n 's/.*Overall exposure level for station.service: \([0-9.]*\).*/\1/p')"
+echo "BOOTCHECK exposure=$(systemd-analyze security station --no-pager | sed -n 's/.*Overall exposure level for station.service: \([0-9.]*\).*/\1/p')"
+# docs/install.md, after an edit of the configuration:
+station config check >/tmp/config-check 2>&1
+echo "BOOTCHECK config_check=$?"
+sed 's/^/config check: /' /tmp/config-check
+systemctl restart station
+echo "BOOTCHECK restart=$?"
+for i in $(seq 60); do [ "$(systemctl show -p MainPID --value station)" != "$pid" ] && api /metrics >/dev/null && break; sleep 1; done
+echo "BOOTCHECK restarted=$([ "$(systemctl show -p MainPID --value station)" != "$pid" ] && systemctl is-active station)"
+timeout 5 journalctl -u station -f >/tmp/journal 2>&1
+echo "BOOTCHECK journal_json=$(grep -c 'station\[[0-9]*\]: {.*}$' /tmp/journal)"
+sed 's/^/journal: /' /tmp/journal
 echo "BOOTCHECK done"
 `
 
@@ -90,9 +103,11 @@ func bootInstalled(ctx context.Context, t *testing.T, debs ...string) {
 		need(t, err == nil, tool+" is not installed")
 	}
 	prepared := time.Now()
-	r := freshRoot(ctx, t, "systemd", "systemd-sysv", "udev", "procps", "curl", "linux-image-amd64", "initramfs-tools")
+	// The machine has what the packages recommend (x11-xserver-utils for
+	// the kiosk), so that apt installs them with nothing to download.
+	r := freshRoot(ctx, t, "systemd", "systemd-sysv", "udev", "procps", "curl", "linux-image-amd64", "initramfs-tools", "x11-xserver-utils")
 	rooted := time.Now()
-	install(ctx, t, r, debs...)
+	aptInstall(ctx, t, r, debs...)
 	installed := time.Now()
 	writeIn(t, r, "etc/fstab", "/dev/vda / ext4 defaults 0 1\n")
 	writeIn(t, r, "etc/hostname", "station-test\n")
@@ -133,7 +148,7 @@ func bootInstalled(ctx context.Context, t *testing.T, debs ...string) {
 	if accel == "kvm" {
 		args = append(args, "-cpu", "host")
 	}
-	var console output
+	var console proctest.Buffer
 	cmd := exec.CommandContext(bctx, "qemu-system-x86_64", args...)
 	cmd.Stdout, cmd.Stderr = &console, &console
 	start := time.Now()
@@ -181,10 +196,17 @@ func bootInstalled(ctx context.Context, t *testing.T, debs ...string) {
 		"socket":  "station:station 660",
 		"ttyUSB0": "station 660",
 		"slots":   "4",
+		// docs/install.md's commands
+		"config_check": "0",
+		"restart":      "0",
+		"restarted":    "active",
 	} {
 		if got[key] != want {
 			t.Errorf("after boot, %s = %q, want %q", key, got[key], want)
 		}
+	}
+	if n, err := strconv.Atoi(got["journal_json"]); err != nil || n == 0 {
+		t.Errorf("%s showed %q lines of JSON logs of the daemon, want some", docJournal, got["journal_json"])
 	}
 	if got["open_tty"] != "ok" {
 		t.Errorf("the daemon's user in its cgroup and mount namespace cannot open /dev/ttyUSB0: %q", got["open_tty"])

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,14 +88,7 @@ func TestPackages(t *testing.T) {
 	}
 	ctx := testContext(t)
 	root := repoRoot(t)
-	out := t.TempDir()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "package"), "--out", out)
-	cmd.Dir = root
-	built, err := proctest.Output(cmd)
-	if err != nil {
-		t.Fatalf("scripts/package: %v\n%s", childErr(ctx, err), built)
-	}
-	station, kiosk := findDeb(t, out, "station"), findDeb(t, out, "station-kiosk")
+	station, kiosk := buildPackages(ctx, t, root)
 	version := strings.TrimSpace(run(ctx, t, "dpkg-deb", "-f", station, "Version"))
 	commit := strings.TrimSpace(run(ctx, t, "git", "-C", root, "rev-parse", "--short=12", "HEAD"))
 
@@ -158,18 +152,64 @@ func TestPackages(t *testing.T) {
 	t.Run("boots", func(t *testing.T) { bootInstalled(testContext(t), t, station, kiosk) })
 }
 
+// buildPackages runs scripts/package as docs/install.md shows it, with
+// its default folder (~/.cache/station/packages) in a temporary
+// XDG_CACHE_HOME, and returns the paths it prints on its last lines: the
+// packages station and station-kiosk.
+func buildPackages(ctx context.Context, t *testing.T, root string) (station, kiosk string) {
+	t.Helper()
+	gocache := strings.TrimSpace(run(ctx, t, "go", "env", "GOCACHE"))
+	cacheHome := t.TempDir()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, docPackage))
+	cmd.Dir = root
+	// Go's build cache stays where it is: it too would follow
+	// XDG_CACHE_HOME, and every run would rebuild Fyne.
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+cacheHome, "GOCACHE="+gocache)
+	var stdout, stderr proctest.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := proctest.Start(t, cmd).Wait(ctx); err != nil {
+		t.Fatalf("%s: %v\n%s%s", docPackage, childErr(ctx, err), stderr.String(), stdout.String())
+	}
+	out := filepath.Join(cacheHome, "station", "packages")
+	station, kiosk = findDeb(t, out, "station"), findDeb(t, out, "station-kiosk")
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if n := len(lines); n < 2 || !slices.Contains(lines[n-2:], station) || !slices.Contains(lines[n-2:], kiosk) {
+		t.Errorf("%s printed %q last; want the paths of the two packages, %s and %s", docPackage, lines, station, kiosk)
+	}
+	return station, kiosk
+}
+
+// aptInstall installs the packages into the root r as docs/install.md
+// shows (docInstall), in the folder that holds them. The root has their
+// dependencies, so apt needs no package list and no network.
+func aptInstall(ctx context.Context, t *testing.T, r string, debs ...string) {
+	t.Helper()
+	for _, deb := range debs {
+		copyIn(t, r, deb)
+	}
+	if out, code := chroot(ctx, t, r, "sh", "-c", "cd /tmp && "+docInstall+" </dev/null"); code != 0 {
+		t.Fatalf("%s: exit %d\n%s", docInstall, code, out)
+	}
+}
+
+// copyIn copies the file at path into the root r's /tmp.
+func copyIn(t *testing.T, r, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(r, "tmp", filepath.Base(path)), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // install installs the packages into the root r with dpkg -i.
 func install(ctx context.Context, t *testing.T, r string, debs ...string) {
 	t.Helper()
 	args := []string{"dpkg", "-i"}
 	for _, deb := range debs {
-		data, err := os.ReadFile(deb)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(r, "tmp", filepath.Base(deb)), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		copyIn(t, r, deb)
 		args = append(args, "/tmp/"+filepath.Base(deb))
 	}
 	if out, code := chroot(ctx, t, r, args...); code != 0 {
@@ -186,7 +226,7 @@ func checkInstalled(ctx context.Context, t *testing.T, r, version, commit string
 	if code != 0 || !strings.Contains(out, version) {
 		t.Errorf("station-kiosk --version: exit %d, %q; want %s", code, out, version)
 	}
-	out, code = chroot(ctx, t, r, "station", "config", "check")
+	out, code = chroot(ctx, t, r, strings.Fields(docCheck)...)
 	if code != 0 || !strings.Contains(out, "/etc/station/station.yaml") || !strings.Contains(out, "the station can start") {
 		t.Errorf("station config check of the installed configuration: exit %d\n%s", code, out)
 	}
@@ -265,7 +305,7 @@ func serveInstalled(ctx context.Context, t *testing.T, r string) {
 		t.Fatalf("station.service has no ExecStart:\n%s", unit)
 	}
 	// chroot execs the daemon: it is the test's child, and its group's leader.
-	var logs output
+	var logs proctest.Buffer
 	cmd := exec.CommandContext(ctx, "chroot", append([]string{"--userspec=station:station", "--groups=dialout", r},
 		strings.Fields(string(m[1]))...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/var/lib/station"}
@@ -378,10 +418,14 @@ func controlFile(ctx context.Context, t *testing.T, deb, name string) string {
 var rootPackages = []string{"libusb-1.0-0", "libudev1", "libgl1", "libx11-6", "libxrandr2", "libxcursor1", "libxi6", "libxinerama1", "libxxf86vm1"}
 
 // freshRoot makes a fresh Debian root (minbase, the packages' libraries
-// and extra) in a temporary folder, from a tarball of its packages cached
-// in the user's cache folder. At the end of the test, whatever still runs
-// in the root is killed and whatever is mounted in it unmounted, before
-// the folder is removed.
+// and extra) in a temporary folder. The first time, debootstrap downloads
+// the packages into a tarball and installs them; the root it made, still
+// untouched, is kept as a tar next to that tarball. Both are in the
+// user's cache folder (~/.cache/station/debootstrap; remove it to start
+// from Debian's mirror again), so later runs unpack the root in seconds
+// instead of configuring Debian's packages for minutes. At the end of the
+// test, whatever still runs in the root is killed and whatever is mounted
+// in it unmounted, before the folder is removed.
 func freshRoot(ctx context.Context, t *testing.T, extra ...string) string {
 	t.Helper()
 	include := append(append([]string(nil), rootPackages...), extra...)
@@ -392,27 +436,52 @@ func freshRoot(ctx context.Context, t *testing.T, extra ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tarball := filepath.Join(cache, "station", "debootstrap", fmt.Sprintf("%s-%s.tgz", suite, hex.EncodeToString(sum[:6])))
+	base := filepath.Join(cache, "station", "debootstrap", fmt.Sprintf("%s-%s", suite, hex.EncodeToString(sum[:6])))
+	tarball, rootTar := base+".tgz", base+"-root.tar"
+	r := filepath.Join(t.TempDir(), "root")
+	t.Cleanup(func() { releaseRoot(t, r) })
+	if _, err := os.Stat(rootTar); err == nil {
+		if err := os.Mkdir(r, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		run(ctx, t, "tar", "--extract", "--file", rootTar, "--directory", r,
+			"--numeric-owner", "--preserve-permissions", "--xattrs", "--xattrs-include=*")
+		return r
+	}
 	args := []string{"--variant=minbase", "--include=" + strings.Join(include, ",")}
 	if _, err := os.Stat(tarball); err != nil {
 		if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		// Another test binary (another checkout's) may be making the
-		// same tarball: each writes its own, and renames it into place.
-		tmp := fmt.Sprintf("%s.%d.part", tarball, os.Getpid())
-		defer os.Remove(tmp)
 		work := filepath.Join(t.TempDir(), "download")
 		t.Cleanup(func() { releaseRoot(t, work) })
-		run(ctx, t, "debootstrap", append(args, "--make-tarball="+tmp, suite, work, mirror)...)
-		if err := os.Rename(tmp, tarball); err != nil {
-			t.Fatal(err)
-		}
+		// Another test binary (another checkout's) may be making the
+		// same files: each writes its own, and renames it into place.
+		cacheFile(t, tarball, func(tmp string) {
+			run(ctx, t, "debootstrap", append(args, "--make-tarball="+tmp, suite, work, mirror)...)
+		})
 	}
-	r := filepath.Join(t.TempDir(), "root")
-	t.Cleanup(func() { releaseRoot(t, r) })
 	run(ctx, t, "debootstrap", append(args, "--unpack-tarball="+tarball, suite, r, mirror)...)
+	if err := unmountBelow(r); err != nil {
+		t.Fatalf("unmount what debootstrap left mounted in %s: %v", r, err)
+	}
+	cacheFile(t, rootTar, func(tmp string) {
+		run(ctx, t, "tar", "--create", "--file", tmp, "--directory", r,
+			"--one-file-system", "--numeric-owner", "--xattrs", "--xattrs-include=*", ".")
+	})
 	return r
+}
+
+// cacheFile makes the cached file path by calling write with a temporary
+// name beside it, and renames that into place.
+func cacheFile(t *testing.T, path string, write func(tmp string)) {
+	t.Helper()
+	tmp := fmt.Sprintf("%s.%d.part", path, os.Getpid())
+	defer os.Remove(tmp)
+	write(tmp)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // debianMirror is STATION_DEBIAN_MIRROR, else the first Debian mirror apt

@@ -2,7 +2,6 @@ package packaging
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,74 +44,6 @@ func childErr(ctx context.Context, err error) error {
 		return err
 	}
 	return fmt.Errorf("%w (killed: %w)", err, context.Cause(ctx))
-}
-
-// output is an io.Writer for a child's output that others may read while
-// the child writes, and that tells when a text appears in it.
-type output struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	waiters []*outputWaiter
-}
-
-type outputWaiter struct {
-	text []byte
-	from int // where the search for text resumes
-	seen chan struct{}
-}
-
-// Write appends p and wakes the waiters whose text it completes.
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.buf.Write(p)
-	o.notify()
-	return len(p), nil
-}
-
-// notify closes the channels of the waiters whose text is in the buffer.
-// The caller holds o.mu.
-func (o *output) notify() {
-	data := o.buf.Bytes()
-	kept := o.waiters[:0]
-	for _, w := range o.waiters {
-		if bytes.Contains(data[w.from:], w.text) {
-			close(w.seen)
-			continue
-		}
-		// The text may begin in this write and end in the next.
-		w.from = max(0, len(data)-len(w.text)+1)
-		kept = append(kept, w)
-	}
-	o.waiters = kept
-}
-
-// Seen returns a channel that is closed once text has been written, at
-// any time before or after the call.
-func (o *output) Seen(text string) <-chan struct{} {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	w := &outputWaiter{text: []byte(text), seen: make(chan struct{})}
-	o.waiters = append(o.waiters, w)
-	o.notify()
-	return w.seen
-}
-
-// String returns everything written so far.
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// Tail returns the last n lines written so far, saying how many came
-// before them.
-func (o *output) Tail(n int) string {
-	lines := strings.SplitAfter(strings.TrimRight(o.String(), "\n"), "\n")
-	if len(lines) <= n {
-		return strings.Join(lines, "")
-	}
-	return fmt.Sprintf("[%d lines before these]\n%s", len(lines)-n, strings.Join(lines[len(lines)-n:], ""))
 }
 
 // releaseRoot ends what a test left running in the Debian root r and

@@ -62,7 +62,7 @@ func TestKioskSession(t *testing.T) {
 	cmd := exec.CommandContext(sessionCtx, "sh", filepath.Join(root, "packaging/kiosk/station-kiosk-session"),
 		"--api", "unix:"+filepath.Join(t.TempDir(), "api.sock"))
 	cmd.Env = append(os.Environ(), "DISPLAY="+display, "STATION_KIOSK="+kiosk, "LIBGL_ALWAYS_SOFTWARE=1")
-	var logs output
+	var logs proctest.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	session := proctest.Start(t, cmd)
 

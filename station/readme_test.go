@@ -13,77 +13,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/station-dev/station/fixtures/doccmd"
 	"github.com/station-dev/station/fixtures/proctest"
 	"github.com/station-dev/station/station/dms/pgtest"
 )
 
-// readmeCommand is one command of a shell block of README.md.
-type readmeCommand struct {
-	line int    // where it starts
-	text string // as shown, continuations joined, comment dropped, spaces folded
-}
-
 // readmeCommands returns the commands of README.md's ```sh blocks, in
-// order. A comment line "# or: COMMAND" shows a command too.
-func readmeCommands(t *testing.T) []readmeCommand {
+// order.
+func readmeCommands(t *testing.T) []doccmd.Command {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []readmeCommand
-	in, pending, start := false, "", 0
-	for i, l := range strings.Split(string(b), "\n") {
-		switch {
-		case !in && strings.HasPrefix(l, "```sh"):
-			in = true
-			continue
-		case in && strings.HasPrefix(l, "```"):
-			in = false
-			continue
-		case !in:
-			continue
-		}
-		l = strings.TrimSpace(l)
-		if rest, ok := strings.CutPrefix(l, "# or:"); ok {
-			l = strings.TrimSpace(rest)
-		}
-		if pending == "" {
-			start = i + 1
-		}
-		l = dropComment(l)
-		if cont, ok := strings.CutSuffix(l, `\`); ok {
-			pending += cont + " "
-			continue
-		}
-		l = strings.Join(strings.Fields(pending+l), " ")
-		pending = ""
-		if l != "" {
-			out = append(out, readmeCommand{line: start, text: l})
-		}
-	}
-	return out
-}
-
-// dropComment cuts a shell comment off a line: a # after white space,
-// outside quotes.
-func dropComment(l string) string {
-	var quote rune
-	prev := ' '
-	for i, r := range l {
-		switch {
-		case quote != 0:
-			if r == quote {
-				quote = 0
-			}
-		case r == '\'' || r == '"':
-			quote = r
-		case r == '#' && (prev == ' ' || prev == '\t'):
-			return strings.TrimSpace(l[:i])
-		}
-		prev = r
-	}
-	return strings.TrimSpace(l)
+	return doccmd.Shell(string(b))
 }
 
 // readmeElsewhere are the README's commands that another test runs, as
@@ -141,7 +84,7 @@ func TestREADMECommands(t *testing.T) {
 
 	shown := map[string]bool{}
 	for _, c := range readmeCommands(t) {
-		shown[c.text] = true
+		shown[c.Text] = true
 	}
 	known := map[string]bool{}
 	for _, s := range scenarios {
@@ -161,8 +104,8 @@ func TestREADMECommands(t *testing.T) {
 		}
 	}
 	for _, c := range readmeCommands(t) {
-		if !known[c.text] {
-			t.Errorf("README.md:%d shows %q, which no test runs: add it to TestREADMECommands", c.line, c.text)
+		if !known[c.Text] {
+			t.Errorf("README.md:%d shows %q, which no test runs: add it to TestREADMECommands", c.Line, c.Text)
 		}
 	}
 	for c := range known {
