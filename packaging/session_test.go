@@ -42,7 +42,8 @@ func TestKioskSession(t *testing.T) {
 	ctx := testContext(t)
 	root := repoRoot(t)
 	kiosk := filepath.Join(t.TempDir(), "station-kiosk")
-	build := exec.CommandContext(ctx, "go", "build", "-o", kiosk, "./ui/cmd/station-kiosk")
+	args := append([]string{"build", "-o", kiosk}, proctest.BuildFlags()...)
+	build := exec.CommandContext(ctx, "go", append(args, "./ui/cmd/station-kiosk")...)
 	build.Dir = root
 	if out, err := proctest.Output(build); err != nil {
 		t.Fatalf("build the kiosk: %v\n%s", childErr(ctx, err), out)

@@ -127,11 +127,11 @@ build_station() {
 	mkdir -p "$BIN_DIR"
 	local commit
 	commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-	(cd "$ROOT" && go build -trimpath -ldflags "-X main.version=dev -X main.commit=$commit" -o "$BIN_DIR/station" ./station/cmd/station)
+	(cd "$ROOT" && go build -ldflags "-X main.version=dev -X main.commit=$commit" -o "$BIN_DIR/station" ./station/cmd/station)
 }
 
 # build_kiosk: the kiosk binary (Fyne, cgo) into BIN_DIR.
 build_kiosk() {
 	mkdir -p "$BIN_DIR"
-	(cd "$ROOT" && go build -trimpath -o "$BIN_DIR/station-kiosk" ./ui/cmd/station-kiosk)
+	(cd "$ROOT" && go build -o "$BIN_DIR/station-kiosk" ./ui/cmd/station-kiosk)
 }

@@ -26,10 +26,7 @@ func buildStation(t *testing.T) string {
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
+	args := append([]string{"build", "-o", bin}, proctest.BuildFlags()...)
 	cmd := exec.Command("go", append(args, "./cmd/station")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build station: %v\n%s", err, out)

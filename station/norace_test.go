@@ -1,5 +1,0 @@
-//go:build !race
-
-package station
-
-const raceEnabled = false
