@@ -104,6 +104,60 @@ type Backend interface {
 	Close() error
 }
 
+// LockReporter is a Backend that reads its locks back from the device.
+// The pipeline journals the report of every lock step, so that the
+// record of a locked device is what the device answered, not what was
+// asked of it.
+type LockReporter interface {
+	// LockReport returns what the last Lock call read back from the
+	// device, whether it succeeded or failed.
+	LockReport() LockReport
+}
+
+// Unwrapper is a Backend that adds to another one (closing its port,
+// timing its calls): Unwrap returns the backend inside.
+type Unwrapper interface {
+	Unwrap() Backend
+}
+
+// ReportLock returns the lock report of b, or of the first backend that
+// b wraps (see Unwrapper) that reads its locks back; false if none does.
+func ReportLock(b Backend) (LockReport, bool) {
+	for b != nil {
+		if r, ok := b.(LockReporter); ok {
+			return r.LockReport(), true
+		}
+		u, ok := b.(Unwrapper)
+		if !ok {
+			break
+		}
+		b = u.Unwrap()
+	}
+	return LockReport{}, false
+}
+
+// LockReport is the evidence of a lock: what the device reads back.
+type LockReport struct {
+	// State names each lock Lock was asked for and whether the device
+	// shows it set.
+	State map[string]bool `json:"lock_state"`
+	// ReadBack lists the values read from the device, in order.
+	ReadBack []Reading `json:"read_back,omitempty"`
+}
+
+// Reading is one value read back from a device.
+type Reading struct {
+	// Stage says when it was read, for example "before", "after burn 1".
+	Stage string `json:"stage"`
+	// Register names what was read: a register, or a bootloader command
+	// and the field of its answer.
+	Register string `json:"register"`
+	// Addr is the register's address in hex, "" for a command's answer.
+	Addr string `json:"addr,omitempty"`
+	// Value is what was read, in hex, or the words "no answer".
+	Value string `json:"value"`
+}
+
 // Sentinel errors that let the pipeline and the operator's messages tell
 // failures apart; backends wrap them.
 var (

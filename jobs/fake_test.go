@@ -59,6 +59,21 @@ func (b *fakeBackend) Lock(ctx context.Context, opts []string) error {
 	return nil
 }
 
+// LockReport reads the fake device's lock back.
+func (b *fakeBackend) LockReport() flasher.LockReport {
+	on := b.dev.locked.Load()
+	v := "0x00000000"
+	if on {
+		v = "0x00000040"
+	}
+	return flasher.LockReport{
+		State:    map[string]bool{"JTAG_DISABLE": on},
+		ReadBack: []flasher.Reading{{Stage: "after burn 1", Register: "FAKE_LOCK_REG", Addr: "0x1000", Value: v}},
+	}
+}
+
+var _ flasher.LockReporter = (*fakeBackend)(nil)
+
 func (b *fakeBackend) Reset(ctx context.Context) (string, error) {
 	if b.reset != nil {
 		return b.reset(ctx)

@@ -171,6 +171,40 @@ func TestFailedDeviceDoesNotStopOthers(t *testing.T) {
 	}
 }
 
+// TestLockJournalsReadBack: the lock step journals what the device read
+// back, passed or failed, not only what the work order asked.
+func TestLockJournalsReadBack(t *testing.T) {
+	r := newRig(t, 2, 10, nil)
+	r.fixture.device("S2").configure = func(b *fakeBackend) {
+		b.lock = func(context.Context, []string) error {
+			return fmt.Errorf("JTAG_DISABLE not set: FAKE_LOCK_REG reads 0x00000000: %w", flasher.ErrWrite)
+		}
+	}
+	if _, err := r.runner.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		device flasher.HardwareID
+		status journal.Status
+		data   string
+	}{
+		{"aa:bb:cc:00:00:01", journal.StatusPassed, `"lock_state":{"JTAG_DISABLE":true},"read_back":[{"stage":"after burn 1","register":"FAKE_LOCK_REG","addr":"0x1000","value":"0x00000040"}]`},
+		{"aa:bb:cc:00:00:02", journal.StatusFailed, `"lock_state":{"JTAG_DISABLE":false},"read_back":[{"stage":"after burn 1","register":"FAKE_LOCK_REG","addr":"0x1000","value":"0x00000000"}]`},
+	} {
+		evs, err := r.journal.Events(context.Background(), journal.Filter{WorkOrder: "WO-1", Device: string(tc.device), Kind: journal.KindStep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(evs, func(e journal.Event) bool { return e.Step == "lock" && e.Status == tc.status })
+		if i < 0 {
+			t.Fatalf("journal of %s has no lock:%s event", tc.device, tc.status)
+		}
+		if got := string(evs[i].Data); !strings.Contains(got, tc.data) {
+			t.Errorf("lock:%s data of %s = %s, want it to hold %s", tc.status, tc.device, got, tc.data)
+		}
+	}
+}
+
 func TestRetryResumesFromLastPassedStep(t *testing.T) {
 	r := newRig(t, 2, 10, nil)
 	dev := r.fixture.device("S1")

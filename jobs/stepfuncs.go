@@ -229,12 +229,21 @@ func (d *deviceRun) activate(ctx context.Context) (map[string]any, error) {
 	return map[string]any{"serial": a.Serial, "repeat": a.Repeat, "locked": a.Locked, "claims_left": a.ClaimsLeft}, nil
 }
 
-// lock protects the device itself and records the lock upstream.
+// lock protects the device itself and records the lock upstream. The
+// journal keeps what the device read back (lock_state, read_back) where
+// the backend reports it, next to what was asked (device).
 func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 	wo := &d.r.WorkOrder
 	data := map[string]any{"device": wo.Lock.Device, "dms": wo.LocksDMS()}
 	if len(wo.Lock.Device) > 0 {
-		if err := d.backend.Lock(ctx, wo.Lock.Device); err != nil {
+		err := d.backend.Lock(ctx, wo.Lock.Device)
+		if rep, ok := flasher.ReportLock(d.backend); ok {
+			data["lock_state"] = rep.State
+			if len(rep.ReadBack) > 0 {
+				data["read_back"] = rep.ReadBack
+			}
+		}
+		if err != nil {
 			return data, fmt.Errorf("lock the device: %w", err)
 		}
 	}

@@ -43,3 +43,6 @@ func (b timedBackend) Reset(ctx context.Context) (string, error) {
 	defer b.since(time.Now())
 	return b.Backend.Reset(ctx)
 }
+
+// Unwrap returns the backend whose calls b times.
+func (b timedBackend) Unwrap() flasher.Backend { return b.Backend }

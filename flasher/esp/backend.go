@@ -137,10 +137,12 @@ type Backend struct {
 
 	chip     *chip
 	mac      string
-	sdm      bool // the ROM runs in Secure Download Mode
+	sdm      bool   // the ROM runs in Secure Download Mode
+	sdmFlags uint32 // its GET_SECURITY_INFO flags
 	sdmState map[string]bool
-	noLink   bool // download mode was disabled: the ROM will not answer again
-	baud     int  // the host side's current line speed
+	report   flasher.LockReport // what the last Lock read back
+	noLink   bool               // download mode was disabled: the ROM will not answer again
+	baud     int                // the host side's current line speed
 }
 
 var _ flasher.Backend = (*Backend)(nil)
@@ -158,7 +160,7 @@ func New(port Port, cfg Config) *Backend {
 // the ROM hides the MAC: Identify then returns a Device with Chip and
 // Locked set and an error wrapping flasher.ErrLocked.
 func (b *Backend) Identify(ctx context.Context) (flasher.Device, error) {
-	b.chip, b.mac, b.sdm, b.sdmState, b.noLink = nil, "", false, nil, false
+	b.chip, b.mac, b.sdm, b.sdmFlags, b.sdmState, b.noLink = nil, "", false, 0, nil, false
 	var want *chip
 	if b.cfg.Chip != "" {
 		c, err := chipByKey(b.cfg.Chip)
@@ -375,14 +377,20 @@ func (b *Backend) detect(ctx context.Context) (*chip, error) {
 		if si.flags&secFlagSecureDownload == 0 {
 			return nil, fmt.Errorf("identify: the %s refuses register reads but is not in Secure Download Mode (%v): %w", c.Name, err, flasher.ErrUnsupported)
 		}
-		b.sdm = true
-		b.sdmState = map[string]bool{"ENABLE_SECURITY_DOWNLOAD": true, "DIS_DOWNLOAD_MODE": false}
-		if _, ok := c.lock("DIS_PAD_JTAG"); ok {
-			b.sdmState["DIS_PAD_JTAG"] = si.flags&secFlagHardDisJTAG != 0
-		}
+		b.enterSDM(c, si.flags)
 		return c, nil
 	}
 	return nil, fmt.Errorf("identify: chip id %d is not one this backend knows (%s): %w", si.chipID, chipKeys(), flasher.ErrUnsupported)
+}
+
+// enterSDM records that the ROM of chip c runs in Secure Download Mode
+// and what its GET_SECURITY_INFO flags tell about the locks.
+func (b *Backend) enterSDM(c *chip, flags uint32) {
+	b.sdm, b.sdmFlags = true, flags
+	b.sdmState = map[string]bool{"ENABLE_SECURITY_DOWNLOAD": true, "DIS_DOWNLOAD_MODE": false}
+	if _, ok := c.lock("DIS_PAD_JTAG"); ok {
+		b.sdmState["DIS_PAD_JTAG"] = flags&secFlagHardDisJTAG != 0
+	}
 }
 
 // readMAC reads the factory MAC from eFuse.

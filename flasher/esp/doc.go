@@ -6,8 +6,10 @@
 // bootloader, SYNC, chip detection by its magic register, the MAC from
 // eFuse as hardware id, the lock eFuses), flash (FLASH_DEFL_* with zlib,
 // or FLASH_* uncompressed), verify (SPI_FLASH_MD5), lock (eFuse burns
-// through the eFuse controller's registers, as espefuse does) and the
-// final reset into the application, whose boot log gives the version.
+// through the eFuse controller's registers, as espefuse does: the fuses
+// that close the ROM last, in a burn of their own; what was read back is
+// in [Backend.LockReport]) and the final reset into the application,
+// whose boot log gives the version.
 //
 // The backend drives a [Port] that is already open: the fixture adapts
 // go.bug.st/serial, tests hand in a simulator. Chips are data tables
@@ -18,7 +20,8 @@
 // Reference: esptool documentation, serial-protocol.rst ("Serial
 // Protocol"), troubleshooting.rst ("Secure Download Mode Limitations");
 // esptool loader.py, cmds.py, reset.py, targets/esp32.py and
-// targets/esp32s3.py; espefuse efuse/esp32 and efuse/esp32s3.
+// targets/esp32s3.py; espefuse base_fields.py (burn_all), efuse/esp32
+// and efuse/esp32s3.
 //
 // Departures from esptool, on purpose: the ROM loader is used, never the
 // stub (so blocks are 0x400 bytes and the ROM erases at *_BEGIN); writes

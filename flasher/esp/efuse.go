@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 	"strings"
@@ -26,10 +27,18 @@ const efuseBurnAttempts = 3
 type efuseDriver interface {
 	// readAddr returns the read register of BLOCK0 word w.
 	readAddr(w int) uint32
+	// readName names the read register of BLOCK0 word w, as espefuse's
+	// mem_definition.py does.
+	readName(w int) string
 	// burn programs the bits set in words (indexed by BLOCK0 word) and
 	// makes the controller reload its read registers. Chips that flag
-	// badly programmed bits return them, indexed the same way.
+	// badly programmed bits return them (see errors).
 	burn(ctx context.Context, e *efuseIO, words []uint32) (bad []uint32, err error)
+	// errors reads the bits the controller flags as badly programmed,
+	// indexed by BLOCK0 word; nil where BLOCK0 has no error registers.
+	errors(ctx context.Context, e *efuseIO) ([]uint32, error)
+	// errReg names and locates the error register of BLOCK0 word w.
+	errReg(w int) (name string, addr uint32)
 }
 
 // efuseIO is the register access a driver gets from the backend.
@@ -100,6 +109,15 @@ type esp32EFuse struct {
 }
 
 func (d *esp32EFuse) readAddr(w int) uint32 { return d.readBase + uint32(4*w) }
+
+// readName: EFUSE_BLK0_RDATAn_REG (espefuse efuse/esp32/mem_definition.py).
+func (d *esp32EFuse) readName(w int) string { return fmt.Sprintf("EFUSE_BLK0_RDATA%d_REG", w) }
+
+// errors: espefuse checks no error register for the ESP32's BLOCK0
+// (efuse/esp32/fields.py get_coding_scheme_warnings: blocks 1-3 only).
+func (d *esp32EFuse) errors(context.Context, *efuseIO) ([]uint32, error) { return nil, nil }
+
+func (d *esp32EFuse) errReg(int) (string, uint32) { return "", 0 }
 
 // burn follows burn_words and write_efuses: write the block's write
 // registers, set the eFuse clock for the crystal, CONF = 0x5A5A, CMD = 2
@@ -193,6 +211,34 @@ type s3EFuse struct {
 
 func (d *s3EFuse) readAddr(w int) uint32 { return d.readBase + uint32(4*w) }
 
+// readName: word 0 is EFUSE_RD_WR_DIS_REG, words 1..5 are
+// EFUSE_RD_REPEAT_DATA0..4_REG (espefuse efuse/esp32s3/mem_definition.py).
+func (d *s3EFuse) readName(w int) string {
+	if w == 0 {
+		return "EFUSE_RD_WR_DIS_REG"
+	}
+	return fmt.Sprintf("EFUSE_RD_REPEAT_DATA%d_REG", w-1)
+}
+
+// errReg: EFUSE_RD_REPEAT_ERR0..4_REG flag bad bits of BLOCK0 words 1..5.
+func (d *s3EFuse) errReg(w int) (string, uint32) {
+	return fmt.Sprintf("EFUSE_RD_REPEAT_ERR%d_REG", w-1), d.repeatErr + uint32(4*(w-1))
+}
+
+// errors is get_coding_scheme_warnings for BLOCK0: RD_REPEAT_ERR0..4.
+func (d *s3EFuse) errors(ctx context.Context, e *efuseIO) ([]uint32, error) {
+	bad := make([]uint32, 6)
+	for w := 1; w <= 5; w++ {
+		_, addr := d.errReg(w)
+		v, err := e.read(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		bad[w] = v
+	}
+	return bad, nil
+}
+
 // burn follows burn_words for BLOCK0: efuse_controller_setup
 // (set_efuse_timing, clear_pgm_registers, wait), the data into PGM_DATA,
 // efuse_program (CONF = 0x5A5A, CMD = 2 | block << 2, wait, clear,
@@ -261,16 +307,7 @@ func (d *s3EFuse) burn(ctx context.Context, e *efuseIO, words []uint32) ([]uint3
 	if err := d.wait(ctx, e); err != nil {
 		return nil, err
 	}
-	// RD_REPEAT_ERR0..4 flag bad bits of BLOCK0 words 1..5.
-	bad := make([]uint32, 6)
-	for i := range 5 {
-		v, err := e.read(ctx, d.repeatErr+uint32(4*i))
-		if err != nil {
-			return nil, err
-		}
-		bad[i+1] = v
-	}
-	return bad, nil
+	return d.errors(ctx, e)
 }
 
 // clear is clear_pgm_registers: wait, then zero PGM_DATA0..7.
@@ -369,114 +406,302 @@ func (b *Backend) readLocks(ctx context.Context, names []string) (map[string]boo
 	}
 	state := map[string]bool{}
 	for _, f := range fuses {
-		state[f.Name] = words[f.Word]&(1<<f.Bit) != 0
+		state[f.Name] = f.set(words)
 	}
 	return state, nil
 }
 
-// Lock burns the named lock eFuses (espefuse names; see LockOptions) by
-// driving the eFuse controller with WRITE_REG and READ_REG as espefuse
-// does, then reads them back. Fuses already burnt are left alone, so Lock
-// is idempotent. Burning ENABLE_SECURITY_DOWNLOAD or DIS_DOWNLOAD_MODE
-// closes the ROM to further register access at once; Lock then confirms
-// what the ROM still tells (GET_SECURITY_INFO) and reports success.
-func (b *Backend) Lock(ctx context.Context, opts []string) error {
-	if err := b.ready("lock"); err != nil {
-		return err
+// set reports whether the fuse's bit is set in words, indexed by BLOCK0
+// word.
+func (f lockFuse) set(words map[int]uint32) bool { return words[f.Word]&(1<<f.Bit) != 0 }
+
+// fuseNames lists the fuses' names for messages.
+func fuseNames(fuses []lockFuse) string {
+	names := make([]string, len(fuses))
+	for i, f := range fuses {
+		names[i] = f.Name
 	}
+	return strings.Join(names, ", ")
+}
+
+// hex32 formats a register value for the lock report and messages.
+func hex32(v uint32) string { return fmt.Sprintf("0x%08x", v) }
+
+// LockReport returns what the last Lock read back from the device: the
+// BLOCK0 words before and after each burn, the error registers after
+// each burn where the chip has them, and, after the burn that closed the
+// ROM, the ROM's answer (GET_SECURITY_INFO flags, or no answer).
+func (b *Backend) LockReport() flasher.LockReport {
+	return flasher.LockReport{State: maps.Clone(b.report.State), ReadBack: slices.Clone(b.report.ReadBack)}
+}
+
+var _ flasher.LockReporter = (*Backend)(nil)
+
+// read appends one value read back to the lock report; addr is 0 for a
+// command's answer.
+func (b *Backend) read(stage, register string, addr uint32, value string) {
+	r := flasher.Reading{Stage: stage, Register: register, Value: value}
+	if addr != 0 {
+		r.Addr = fmt.Sprintf("%#x", addr)
+	}
+	b.report.ReadBack = append(b.report.ReadBack, r)
+}
+
+// readWords appends BLOCK0 words, in word order, to the lock report.
+func (b *Backend) readWords(stage string, words map[int]uint32) {
+	d := b.chip.efuse
+	for _, w := range slices.Sorted(maps.Keys(words)) {
+		b.read(stage, d.readName(w), d.readAddr(w), hex32(words[w]))
+	}
+}
+
+// readErrors appends the error registers to the lock report. Word 0
+// (WR_DIS) has none.
+func (b *Backend) readErrors(stage string, bad []uint32) {
+	for w := 1; w < len(bad); w++ {
+		name, addr := b.chip.efuse.errReg(w)
+		b.read(stage, name, addr, hex32(bad[w]))
+	}
+}
+
+// lockFuses finds the named fuses, each once.
+func (b *Backend) lockFuses(opts []string) ([]lockFuse, error) {
 	c := b.chip
 	var fuses []lockFuse
 	for _, name := range opts {
 		f, ok := c.lock(name)
 		if !ok {
-			return b.fail(flasher.ErrUnsupported, "lock: the %s has no lock eFuse %q (it has %s)",
+			return nil, b.fail(flasher.ErrUnsupported, "lock: the %s has no lock eFuse %q (it has %s)",
 				c.Name, name, strings.Join(c.lockNames(), ", "))
 		}
 		if !slices.ContainsFunc(fuses, func(g lockFuse) bool { return g.Name == f.Name }) {
 			fuses = append(fuses, f)
 		}
 	}
+	return fuses, nil
+}
+
+// Lock burns the named lock eFuses (espefuse names; see LockOptions) by
+// driving the eFuse controller with WRITE_REG and READ_REG as espefuse
+// does, and reads them back; LockReport returns what was read. Fuses
+// already burnt are left alone, so Lock is idempotent.
+//
+// As espefuse's burn_all does, the fuses that close the ROM
+// (UART_DOWNLOAD_DIS on the ESP32; ENABLE_SECURITY_DOWNLOAD and
+// DIS_DOWNLOAD_MODE on the ESP32-S3) are burnt last, in a burn of their
+// own, and only once every other fuse reads back set with no new bit
+// flagged in the controller's error registers; otherwise Lock fails
+// without burning them, naming the register, the value read and the
+// value expected. The ESP32-S3's ROM closes as soon as it reloads its
+// closing fuses, so their own burn cannot be read back: Lock confirms it
+// by what the ROM still tells, GET_SECURITY_INFO's Secure Download Mode
+// flag, or, for DIS_DOWNLOAD_MODE, its silence.
+func (b *Backend) Lock(ctx context.Context, opts []string) error {
+	b.report = flasher.LockReport{State: map[string]bool{}}
+	if err := b.ready("lock"); err != nil {
+		return err
+	}
+	c := b.chip
+	fuses, err := b.lockFuses(opts)
+	if err != nil {
+		return err
+	}
+	for _, f := range fuses {
+		b.report.State[f.Name] = false
+	}
 	if len(fuses) == 0 {
 		return nil
 	}
 	if b.sdm {
-		var missing []string
-		for _, f := range fuses {
-			if !b.sdmState[f.Name] {
-				missing = append(missing, f.Name)
-			}
-		}
-		if len(missing) == 0 {
-			return nil
-		}
-		return b.fail(flasher.ErrLocked, "lock: cannot burn %s: the ROM is in Secure Download Mode and refuses eFuse access",
-			strings.Join(missing, ", "))
+		return b.lockInSDM(fuses)
 	}
 	words, err := b.readBlock0(ctx, fuses)
 	if err != nil {
 		return b.fail(err, "lock")
 	}
-	var todo []lockFuse
-	var names, protected []string
+	b.readWords("before", words)
+	var open, closing []lockFuse
+	var protected []string
 	for _, f := range fuses {
-		if words[f.Word]&(1<<f.Bit) != 0 {
+		if f.set(words) {
+			b.report.State[f.Name] = true
 			continue
 		}
-		todo = append(todo, f)
-		names = append(names, f.Name)
+		if f.Effect == effectNone {
+			open = append(open, f)
+		} else {
+			closing = append(closing, f)
+		}
 		if words[0]&(1<<f.WrDis) != 0 {
 			protected = append(protected, fmt.Sprintf("%s (WR_DIS bit %d)", f.Name, f.WrDis))
 		}
 	}
-	if len(todo) == 0 {
+	if len(open)+len(closing) == 0 {
 		b.link.tracef("* lock: %s already burnt", strings.Join(opts, ", "))
 		return nil
 	}
 	if len(protected) > 0 {
 		return b.fail(flasher.ErrLocked, "lock: %s write-protected", strings.Join(protected, ", "))
 	}
-	pgm := make([]uint32, 8)
-	for _, f := range todo {
-		pgm[f.Word] |= 1 << f.Bit
-	}
-	what := strings.Join(names, ", ")
-	b.link.tracef("* lock: burning %s", what)
 	e := &efuseIO{b: b}
-	for attempt := 1; attempt <= efuseBurnAttempts; attempt++ {
-		bad, err := c.efuse.burn(ctx, e, pgm)
-		if err != nil {
-			return b.afterBurnFailed(ctx, todo, what, err)
+	// burn_block fails when the error count grew: errors flagged before
+	// the burn are not the burn's.
+	baseline, err := c.efuse.errors(ctx, e)
+	if err != nil {
+		return b.fail(err, "lock: read the eFuse error registers")
+	}
+	b.readErrors("before", baseline)
+	n := 0
+	if len(open) > 0 {
+		n++
+		err := b.burnCycle(ctx, e, n, open, baseline)
+		var postponed string
+		if len(closing) > 0 {
+			// espefuse: "The postponed eFuses were not burned due to an
+			// error."
+			postponed = fmt.Sprintf("; %s not burnt: fuses that close the ROM are burnt only once the others read back", fuseNames(closing))
 		}
-		now, err := b.readBlock0(ctx, todo)
-		if err != nil {
-			return b.afterBurnFailed(ctx, todo, what, err)
-		}
-		var missing []string
-		for _, f := range todo {
-			bit := uint32(1) << f.Bit
-			if now[f.Word]&bit == 0 || (bad != nil && bad[f.Word]&bit != 0) {
-				missing = append(missing, f.Name)
-			}
-		}
-		if len(missing) == 0 {
-			b.log.Info("esp eFuses burnt", "fuses", what)
-			return nil
-		}
-		b.link.tracef("* lock: %s not set after burn %d of %d", strings.Join(missing, ", "), attempt, efuseBurnAttempts)
-		if attempt == efuseBurnAttempts {
-			return b.fail(flasher.ErrWrite, "lock: %s not set after %d burns", strings.Join(missing, ", "), efuseBurnAttempts)
+		var rb *readbackError
+		switch {
+		case errors.As(err, &rb):
+			return b.fail(flasher.ErrWrite, "lock: %v%s", rb, postponed)
+		case err != nil:
+			return b.fail(err, "lock: burn %s%s", fuseNames(open), postponed)
 		}
 	}
+	if len(closing) > 0 {
+		n++
+		err := b.burnCycle(ctx, e, n, closing, baseline)
+		var rb *readbackError
+		switch {
+		case errors.As(err, &rb):
+			return b.fail(flasher.ErrWrite, "lock: %v", rb)
+		case err != nil:
+			return b.afterBurnFailed(ctx, n, closing, err)
+		}
+	}
+	b.log.Info("esp eFuses burnt", "fuses", fuseNames(slices.Concat(open, closing)), "burns", n)
 	return nil
 }
 
-// afterBurnFailed decides what a failed register access during a burn
-// means. A fuse that closes the ROM makes the following access fail:
-// espefuse's efuse_read reconnects and counts that as success when the
-// fuse it burnt is the cause.
-func (b *Backend) afterBurnFailed(ctx context.Context, todo []lockFuse, what string, err error) error {
+// lockInSDM answers Lock on a ROM in Secure Download Mode, which refuses
+// eFuse access: the locks GET_SECURITY_INFO shows are in place, any
+// other is an error.
+func (b *Backend) lockInSDM(fuses []lockFuse) error {
+	b.read("identify", "GET_SECURITY_INFO flags", 0, hex32(b.sdmFlags))
+	var missing []string
+	for _, f := range fuses {
+		b.report.State[f.Name] = b.sdmState[f.Name]
+		if !b.sdmState[f.Name] {
+			missing = append(missing, f.Name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return b.fail(flasher.ErrLocked, "lock: cannot burn %s: the ROM is in Secure Download Mode and refuses eFuse access",
+		strings.Join(missing, ", "))
+}
+
+// readbackError is a burn whose read-back still disagrees after the last
+// attempt: each problem names the register, the value read and the value
+// expected.
+type readbackError struct {
+	burns    int
+	problems []string
+}
+
+func (e *readbackError) Error() string {
+	return fmt.Sprintf("after %d burns: %s", e.burns, strings.Join(e.problems, "; "))
+}
+
+// burnCycle burns fuses in one program of BLOCK0, as espefuse's
+// burn_words does: up to efuseBurnAttempts times, until every bit reads
+// back set and the error registers flag no bit that baseline did not. A
+// failed register access returns its error; a read-back that still
+// disagrees after the last attempt returns a *readbackError.
+func (b *Backend) burnCycle(ctx context.Context, e *efuseIO, n int, fuses []lockFuse, baseline []uint32) error {
+	pgm := make([]uint32, 8)
+	for _, f := range fuses {
+		pgm[f.Word] |= 1 << f.Bit
+	}
+	b.link.tracef("* lock: burn %d: %s", n, fuseNames(fuses))
+	var problems []string
+	for attempt := 1; attempt <= efuseBurnAttempts; attempt++ {
+		bad, err := b.chip.efuse.burn(ctx, e, pgm)
+		if err != nil {
+			return err
+		}
+		now, err := b.readBlock0(ctx, fuses)
+		if err != nil {
+			return err
+		}
+		stage := fmt.Sprintf("after burn %d", n)
+		if attempt > 1 {
+			stage += fmt.Sprintf(", attempt %d", attempt)
+		}
+		b.readWords(stage, now)
+		b.readErrors(stage, bad)
+		problems = b.checkBurn(fuses, now, bad, baseline)
+		if len(problems) == 0 {
+			return nil
+		}
+		b.link.tracef("* lock: burn %d, attempt %d of %d: %s", n, attempt, efuseBurnAttempts, strings.Join(problems, "; "))
+	}
+	return &readbackError{burns: efuseBurnAttempts, problems: problems}
+}
+
+// checkBurn compares a burn's read-back with what it asked for, records
+// each fuse's state, and describes every disagreement: a fuse whose bit
+// reads 0, and error register bits the burn added.
+func (b *Backend) checkBurn(fuses []lockFuse, now map[int]uint32, bad, baseline []uint32) []string {
+	d := b.chip.efuse
+	var problems []string
+	for _, f := range fuses {
+		set := f.set(now)
+		b.report.State[f.Name] = set
+		if !set {
+			problems = append(problems, fmt.Sprintf("%s not set: %s (%#x) reads %s, want bit %d (%s) set",
+				f.Name, d.readName(f.Word), d.readAddr(f.Word), hex32(now[f.Word]), f.Bit, hex32(1<<f.Bit)))
+		}
+	}
+	for w := 1; w < len(bad); w++ {
+		var was uint32
+		if w < len(baseline) {
+			was = baseline[w]
+		}
+		added := bad[w] &^ was
+		if added == 0 {
+			continue
+		}
+		var hit []string
+		for _, f := range fuses {
+			if f.Word == w && added&(1<<f.Bit) != 0 {
+				hit = append(hit, f.Name)
+				b.report.State[f.Name] = false
+			}
+		}
+		name, addr := d.errReg(w)
+		msg := fmt.Sprintf("%s (%#x) reads %s, want %s: the eFuse controller flags badly programmed bits", name, addr, hex32(bad[w]), hex32(was))
+		if len(hit) > 0 {
+			msg += " (" + strings.Join(hit, ", ") + ")"
+		}
+		problems = append(problems, msg)
+	}
+	return problems
+}
+
+// afterBurnFailed decides what a failed register access during the burn
+// of closing fuses (burn n) means. The ROM closes as soon as it reloads
+// them: espefuse's efuse_read reconnects and counts that as success when
+// the fuse it burnt is the cause. Here the ROM is asked without a reset:
+// in Secure Download Mode GET_SECURITY_INFO must show its flag; with
+// download mode disabled it answers nothing.
+func (b *Backend) afterBurnFailed(ctx context.Context, n int, fuses []lockFuse, err error) error {
+	what := fuseNames(fuses)
+	stage := fmt.Sprintf("after burn %d", n)
 	var sdm, nodl bool
-	for _, f := range todo {
+	for _, f := range fuses {
 		sdm = sdm || f.Effect == effectSecureDownload
 		nodl = nodl || f.Effect == effectNoDownload
 	}
@@ -492,17 +717,39 @@ func (b *Backend) afterBurnFailed(ctx context.Context, todo []lockFuse, what str
 			return b.fail(err, "lock: burn %s", what)
 		}
 		si, serr := b.securityInfo(ctx)
-		if serr == nil && si.flags&secFlagSecureDownload != 0 {
-			b.sdm = true
-			b.sdmState = map[string]bool{"ENABLE_SECURITY_DOWNLOAD": true, "DIS_DOWNLOAD_MODE": false,
-				"DIS_PAD_JTAG": si.flags&secFlagHardDisJTAG != 0}
-			b.link.tracef("* lock: the ROM is now in Secure Download Mode; %s cannot be read back", what)
+		var siNA *noAnswerError
+		switch {
+		case serr == nil:
+			b.read(stage, "GET_SECURITY_INFO flags", 0, hex32(si.flags))
+			if si.flags&secFlagSecureDownload == 0 {
+				return b.fail(flasher.ErrWrite, "lock: burn %s: the ROM refuses register access (%v) but GET_SECURITY_INFO flags read %s, want bit 2 (SECURE_DOWNLOAD_ENABLE, %s) set",
+					what, err, hex32(si.flags), hex32(secFlagSecureDownload))
+			}
+			b.report.State["ENABLE_SECURITY_DOWNLOAD"] = true
+			if nodl {
+				return b.fail(flasher.ErrWrite, "lock: burn %s: the ROM still answers in Secure Download Mode (GET_SECURITY_INFO flags %s), want no answer once DIS_DOWNLOAD_MODE is burnt",
+					what, hex32(si.flags))
+			}
+			b.enterSDM(b.chip, si.flags)
+			// What this Lock read back before the ROM closed stays known.
+			for name, on := range b.report.State {
+				b.sdmState[name] = b.sdmState[name] || on
+			}
+			b.link.tracef("* lock: the ROM is now in Secure Download Mode (GET_SECURITY_INFO flags %s)", hex32(si.flags))
 			b.log.Info("esp eFuses burnt; secure download mode on", "fuses", what)
 			return nil
+		case errors.As(serr, &siNA):
+			b.read(stage, "GET_SECURITY_INFO", 0, "no answer")
+		default:
+			b.read(stage, "GET_SECURITY_INFO", 0, serr.Error())
 		}
 	}
 	if nodl && errors.As(err, &na) {
 		b.noLink = true
+		b.read(stage, "answer to "+na.op.String(), 0, "no answer")
+		for _, f := range fuses {
+			b.report.State[f.Name] = true
+		}
 		b.link.tracef("* lock: the ROM stopped answering: download mode is disabled")
 		b.log.Info("esp eFuses burnt; download mode disabled", "fuses", what)
 		return nil

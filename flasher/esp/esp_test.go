@@ -657,7 +657,15 @@ func TestLockErrors(t *testing.T) {
 				}
 				return nil, false
 			}
-		}, []string{"JTAG_DISABLE"}, flasher.ErrWrite, "not set after 3 burns"},
+		}, []string{"JTAG_DISABLE"}, flasher.ErrWrite, "after 3 burns: JTAG_DISABLE not set: EFUSE_BLK0_RDATA6_REG (0x3ff5a018) reads 0x00000000, want bit 6 (0x00000040) set"},
+		{"closing burn not confirmed by the ROM", fakeESP32S3, func(r *fakeROM) {
+			r.hook = func(req packet.Request, n int) ([]packet.Response, bool) {
+				if req.Op == packet.GetSecurityInfo {
+					return []packet.Response{ok(req.Op, 0, make([]byte, 20)...)}, true // flags 0
+				}
+				return nil, false
+			}
+		}, []string{"ENABLE_SECURITY_DOWNLOAD"}, flasher.ErrWrite, "GET_SECURITY_INFO flags read 0x00000000, want bit 2 (SECURE_DOWNLOAD_ENABLE, 0x00000004) set"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

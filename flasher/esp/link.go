@@ -92,9 +92,10 @@ func (e *refusedError) Error() string {
 	return fmt.Sprintf("the ROM does not accept %s in its current mode", e.op)
 }
 
-// Unwrap makes a refusal a lock: the ROM refuses commands only in its
-// restricted modes (Secure Download Mode, serial-protocol.rst "Supported
-// in Secure Download Mode").
+// Unwrap makes a refusal a lock: the ROM refuses commands it does not
+// know and those its restricted modes forbid (Secure Download Mode,
+// serial-protocol.rst "Supported in Secure Download Mode"), and the
+// backend sends each chip only commands its ROM knows.
 func (e *refusedError) Unwrap() error { return flasher.ErrLocked }
 
 // link is the command layer: it frames requests, reads responses, keeps

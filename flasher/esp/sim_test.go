@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -296,4 +299,143 @@ func tail(b *bytes.Buffer) string {
 		s = "..." + s[len(s)-4000:]
 	}
 	return s
+}
+
+// TestSimLockBurnOrder burns locks into the simulated chip, whose ROM
+// closes the moment it reads its closing fuses (ESP32-S3) and flags bad
+// bits on request: the closing fuses get a burn of their own after
+// everything else reads back clean (espefuse burn_all), and Lock reports
+// what it read.
+func TestSimLockBurnOrder(t *testing.T) {
+	type read struct{ stage, register, value string }
+	tests := []struct {
+		name   string
+		model  sim.Model
+		locks  []string
+		faults sim.Faults
+		// wantPrograms are the BLOCK0 program commands, by word, in order.
+		wantPrograms []map[int]uint32
+		wantErr      error
+		wantText     []string
+		wantState    map[string]bool // LockReport().State
+		wantBurnt    map[string]bool // the chip's fuses, if not wantState
+		wantReads    []read          // in LockReport().ReadBack
+		wantChip     sim.State       // the chip's state after Lock
+	}{
+		{
+			name: "esp32-s3 DIS_PAD_JTAG then ENABLE_SECURITY_DOWNLOAD", model: sim.ESP32S3,
+			locks:        []string{"DIS_PAD_JTAG", "ENABLE_SECURITY_DOWNLOAD"},
+			wantPrograms: []map[int]uint32{{1: 1 << 19}, {4: 1 << 5}},
+			wantState:    map[string]bool{"DIS_PAD_JTAG": true, "ENABLE_SECURITY_DOWNLOAD": true},
+			wantReads: []read{
+				{"before", "EFUSE_RD_REPEAT_DATA0_REG", "0x00000000"},
+				{"after burn 1", "EFUSE_RD_REPEAT_DATA0_REG", "0x00080000"},
+				{"after burn 1", "EFUSE_RD_REPEAT_ERR0_REG", "0x00000000"},
+				// SECURE_DOWNLOAD_ENABLE (bit 2) and HARD_DIS_JTAG (bit 7).
+				{"after burn 2", "GET_SECURITY_INFO flags", "0x00000084"},
+			},
+			wantChip: sim.StateSecureDownload,
+		},
+		{
+			name: "esp32-s3 errors after the first burn leave the ROM open", model: sim.ESP32S3,
+			locks:        []string{"DIS_PAD_JTAG", "ENABLE_SECURITY_DOWNLOAD"},
+			faults:       sim.Faults{EFuseErrors: [5]uint32{0: 1 << 19}},
+			wantPrograms: []map[int]uint32{{1: 1 << 19}, {1: 1 << 19}, {1: 1 << 19}},
+			wantErr:      flasher.ErrWrite,
+			wantText: []string{
+				"after 3 burns: EFUSE_RD_REPEAT_ERR0_REG (0x6000717c) reads 0x00080000, want 0x00000000",
+				"(DIS_PAD_JTAG)", "ENABLE_SECURITY_DOWNLOAD not burnt",
+			},
+			// Burnt, but flagged: the report cannot count it as set.
+			wantState: map[string]bool{"DIS_PAD_JTAG": false, "ENABLE_SECURITY_DOWNLOAD": false},
+			wantBurnt: map[string]bool{"DIS_PAD_JTAG": true, "ENABLE_SECURITY_DOWNLOAD": false},
+			wantReads: []read{{"after burn 1, attempt 3", "EFUSE_RD_REPEAT_ERR0_REG", "0x00080000"}},
+			wantChip:  sim.StateDownload,
+		},
+		{
+			name: "esp32-s3 DIS_DOWNLOAD_MODE silences the ROM", model: sim.ESP32S3,
+			locks:        []string{"DIS_DOWNLOAD_MODE", "DIS_USB_JTAG"},
+			wantPrograms: []map[int]uint32{{3: 1 << 22}, {4: 1}},
+			wantState:    map[string]bool{"DIS_USB_JTAG": true, "DIS_DOWNLOAD_MODE": true},
+			wantReads: []read{
+				{"after burn 1", "EFUSE_RD_REPEAT_DATA2_REG", "0x00400000"},
+				{"after burn 2", "answer to READ_REG", "no answer"},
+			},
+			wantChip: sim.StateSilent,
+		},
+		{
+			name: "esp32 UART_DOWNLOAD_DIS last, read back", model: sim.ESP32,
+			locks:        []string{"UART_DOWNLOAD_DIS", "JTAG_DISABLE"},
+			wantPrograms: []map[int]uint32{{6: 1 << 6}, {0: 1 << 27}},
+			wantState:    map[string]bool{"JTAG_DISABLE": true, "UART_DOWNLOAD_DIS": true},
+			wantReads: []read{
+				{"after burn 1", "EFUSE_BLK0_RDATA6_REG", "0x00000040"},
+				{"after burn 2", "EFUSE_BLK0_RDATA0_REG", "0x08000000"},
+			},
+			// UART_DOWNLOAD_DIS acts at the next boot.
+			wantChip: sim.StateDownload,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				chip := newSimChip(t, tt.model, 3)
+				r := startSim(t, chip, esp.Config{})
+				ctx := t.Context()
+				if _, err := r.b.Identify(ctx); err != nil {
+					t.Fatalf("Identify() = %v", err)
+				}
+				chip.SetFaults(tt.faults)
+				err := r.b.Lock(ctx, tt.locks)
+				if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+					t.Fatalf("Lock(%q) = %v, want %v\ntrace:\n%s", tt.locks, err, tt.wantErr, tail(r.trace))
+				}
+				for _, s := range tt.wantText {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("Lock(%q) = %q, want it to say %q", tt.locks, err, s)
+					}
+				}
+				var got []map[int]uint32
+				for _, p := range chip.Stats().EFusePrograms {
+					if p.Block != 0 {
+						continue
+					}
+					words := map[int]uint32{}
+					for w, v := range p.Words {
+						if v != 0 {
+							words[w] = v
+						}
+					}
+					got = append(got, words)
+				}
+				if fmt.Sprint(got) != fmt.Sprint(tt.wantPrograms) {
+					t.Errorf("BLOCK0 programs = %v, want %v", got, tt.wantPrograms)
+				}
+				burnt := tt.wantBurnt
+				if burnt == nil {
+					burnt = tt.wantState
+				}
+				for name, want := range burnt {
+					if v, _ := chip.EFuseField(name); (v != 0) != want {
+						t.Errorf("sim eFuse %s = %d, want burnt %v", name, v, want)
+					}
+				}
+				rep := r.b.LockReport()
+				if !maps.Equal(rep.State, tt.wantState) {
+					t.Errorf("LockReport().State = %v, want %v", rep.State, tt.wantState)
+				}
+				for _, w := range tt.wantReads {
+					if !slices.ContainsFunc(rep.ReadBack, func(g flasher.Reading) bool {
+						return g.Stage == w.stage && g.Register == w.register && g.Value == w.value
+					}) {
+						t.Errorf("LockReport().ReadBack has no %s %s = %s; got %+v", w.stage, w.register, w.value, rep.ReadBack)
+					}
+				}
+				synctest.Wait()
+				if got := chip.State(); got != tt.wantChip {
+					t.Errorf("chip State() after Lock = %v, want %v", got, tt.wantChip)
+				}
+			})
+		})
+	}
 }
