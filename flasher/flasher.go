@@ -156,6 +156,9 @@ type Reading struct {
 	Addr string `json:"addr,omitempty"`
 	// Value is what was read, in hex, or the words "no answer".
 	Value string `json:"value"`
+	// Want says what a device with the lock set reads, where one value
+	// does not say it alone (e.g. "any value but 0xaa and 0xcc").
+	Want string `json:"want,omitempty"`
 }
 
 // Sentinel errors that let the pipeline and the operator's messages tell
@@ -171,6 +174,9 @@ var (
 	ErrVerify = errors.New("verification failed")
 	// ErrLocked means device-side protection refuses the operation.
 	ErrLocked = errors.New("device is locked")
+	// ErrLockNotSet means a lock was applied but reading the device back
+	// shows it is not in place.
+	ErrLockNotSet = errors.New("device lock not in place")
 	// ErrWrite means the device reported a flash write or erase failure.
 	ErrWrite = errors.New("flash write failed")
 	// ErrUnsupported means the device or backend cannot do what was asked.

@@ -177,11 +177,18 @@ func TestLockJournalsReadBack(t *testing.T) {
 	r := newRig(t, 2, 10, nil)
 	r.fixture.device("S2").configure = func(b *fakeBackend) {
 		b.lock = func(context.Context, []string) error {
-			return fmt.Errorf("JTAG_DISABLE not set: FAKE_LOCK_REG reads 0x00000000: %w", flasher.ErrWrite)
+			return fmt.Errorf("JTAG_DISABLE not set: FAKE_LOCK_REG reads 0x00000000: %w", flasher.ErrLockNotSet)
 		}
 	}
-	if _, err := r.runner.Run(context.Background()); err != nil {
+	sum, err := r.runner.Run(context.Background())
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The operator reads that the lock did not take, not a write error.
+	for _, res := range sum.Results {
+		if res.Slot == "S2" && (res.Step != jobs.StepLock || !strings.Contains(res.Message, "did not take")) {
+			t.Errorf("S2 failed at %s with %q, want the lock step and the advice for a lock that did not take", res.Step, res.Message)
+		}
 	}
 	for _, tc := range []struct {
 		device flasher.HardwareID
