@@ -237,7 +237,7 @@ func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 	data := map[string]any{"device": wo.Lock.Device, "dms": wo.LocksDMS()}
 	if len(wo.Lock.Device) > 0 {
 		err := d.backend.Lock(ctx, wo.Lock.Device)
-		if rep, ok := flasher.ReportLock(d.backend); ok {
+		if rep, ok := flasher.ReportLock(d.backend); ok && rep.State != nil {
 			data["lock_state"] = rep.State
 			if len(rep.ReadBack) > 0 {
 				data["read_back"] = rep.ReadBack

@@ -195,6 +195,14 @@ func (c *configChecker) fixture(cfg *daemon.Config) {
 	c.add(levelOK, "fixture", "%s: %d slot(s)", cfg.Path(cfg.Fixture), len(f.Slots))
 	for _, s := range f.Slots {
 		check := "slot " + s.Name
+		if s.GDB != nil {
+			where := "a GDB server the station starts"
+			if s.GDB.Attach != "" {
+				where = "the GDB server at " + s.GDB.Attach
+			}
+			c.add(levelOK, check, "gdb through %s; %s", where, s.GDB.BackendConfig().Summary())
+			continue
+		}
 		if s.Port == "" {
 			if s.USB != nil {
 				c.add(levelOK, check, "%s, found by USB match %s", s.Protocol, usbMatch(s.USB))

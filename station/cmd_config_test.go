@@ -28,7 +28,8 @@ func TestConfigCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const fixture = "slots:\n  - {name: A1, protocol: esp, port: /dev/ttyNOTHERE0}\n  - {name: A2, protocol: esp, port: /dev/null}\n"
+	const fixture = "slots:\n  - {name: A1, protocol: esp, port: /dev/ttyNOTHERE0}\n  - {name: A2, protocol: esp, port: /dev/null}\n" +
+		"  - {name: C1, protocol: gdb, gdb: {server: openocd, interface: interface/stlink.cfg, server_target: target/stm32f4x.cfg, target: stm32f4}}\n"
 	base := func(dir string) string {
 		return "station: st-1\nfixture: fixture.yaml\n" +
 			"dms: {url: " + dms.url + ", key_file: station.key}\n" +
@@ -47,7 +48,15 @@ func TestConfigCheck(t *testing.T) {
 	}{
 		{"good", nil, fixture, 0o600, ExitOK, []string{
 			"ok|config|station st-1", "ok|slot A1|no device plugged in now", "ok|dms.key_file", "ok|printer|answers and is ready", "ok|dms|answers",
+			`ok|slot C1|target stm32f4 on openocd: resets with "reset run"; locks with "stm32f2x lock 0", read back from FLASH_OPTCR.RDP at 0x40023c14`,
 		}},
+		// A misspelt gdb target, which the flasher once took for a target
+		// with no map, no lock and no reset.
+		{"gdb target unknown", nil, strings.Replace(fixture, "target: stm32f4}", "target: stm32f5}", 1), 0o600, ExitFailed, []string{
+			`error|fixture|slots[2] (C1).gdb.target: "stm32f5" is not a target the station knows (it knows stm32f4, netduinoplus2)`,
+		}},
+		{"gdb lock on QEMU", nil, "slots:\n  - {name: Q1, protocol: gdb, gdb: {attach: \"127.0.0.1:1234\", target: netduinoplus2, hardware_id: q1, lock: {command: \"stm32f2x lock 0\"}}}\n",
+			0o600, ExitFailed, []string{"error|fixture|slots[0] (Q1).gdb.lock: target netduinoplus2 cannot be locked"}},
 		{"unknown key", func(c string) string { return c + "colour: blue\n" }, fixture, 0o600, ExitFailed, []string{
 			`error|config|line 9: unknown key "colour"`,
 		}},

@@ -15,13 +15,29 @@ import (
 
 var fakeUID = []byte{0x33, 0x00, 0x2D, 0x00, 0x0E, 0x51, 0x35, 0x32, 0x39, 0x34, 0x32, 0x31}
 
-// fakeBackend returns an identified backend talking to f over net.Pipe.
+// fakeReset is the generic fake's reset command.
+var fakeReset = []Command{{Command: "reset", Success: "Resetting target"}}
+
+// fakeConfig gives a configuration that names no target the fake's map
+// and reset, as a fixture for a chip outside the table does.
+func fakeConfig(cfg Config) Config {
+	if cfg.TargetName == "" && cfg.MemoryMap == nil {
+		cfg.MemoryMap = fakeMap
+	}
+	if cfg.TargetName == "" && cfg.Reset == nil {
+		cfg.Reset = fakeReset
+	}
+	return cfg
+}
+
+// fakeBackend returns an identified backend talking to f over net.Pipe;
+// a cfg without a target gets fakeConfig's map and reset.
 func fakeBackend(t *testing.T, f *fakeTarget, cfg Config) *Backend {
 	t.Helper()
 	if f.UID == nil {
 		f.UID = fakeUID
 	}
-	b := New(f.pipe(t), cfg)
+	b := New(f.pipe(t), fakeConfig(cfg))
 	t.Cleanup(func() { b.Close() })
 	if _, err := b.Identify(context.Background()); err != nil {
 		t.Fatalf("Identify = %v", err)
@@ -43,12 +59,12 @@ func TestIdentify(t *testing.T) {
 	}{
 		{name: "uid from memory", f: &fakeTarget{UID: fakeUID}, cfg: Config{HardwareIDFrom: "mem:0x1FFF7A10,12"},
 			wantID: "33002d000e51353239343231", wantChip: "GDB target", wantSize: 128 << 10, noAck: true, pipeline: DefaultPipeline},
-		{name: "stm32f4 defaults", f: &fakeTarget{UID: fakeUID}, cfg: Config{TargetName: "stm32f4"},
+		{name: "stm32f4 defaults", f: &fakeTarget{UID: fakeUID}, cfg: Config{TargetName: "stm32f4", Server: KindOpenOCD},
 			wantID: "33002d000e51353239343231", wantChip: "STM32F4", wantSize: 128 << 10, noAck: true, pipeline: DefaultPipeline},
-		{name: "uid zeros falls back", f: &fakeTarget{UID: make([]byte, 12)}, cfg: Config{TargetName: "stm32f4", HardwareID: "probe-7"},
+		{name: "uid zeros falls back", f: &fakeTarget{UID: make([]byte, 12)}, cfg: Config{TargetName: "stm32f4", Server: KindOpenOCD, HardwareID: "probe-7"},
 			wantID: "probe-7", wantChip: "STM32F4 (hardware id from the slot's configuration: the unique id at 0x1fff7a10 reads as zeros)",
 			wantSize: 128 << 10, noAck: true, pipeline: DefaultPipeline},
-		{name: "uid zeros without fallback", f: &fakeTarget{UID: make([]byte, 12)}, cfg: Config{TargetName: "stm32f4"},
+		{name: "uid zeros without fallback", f: &fakeTarget{UID: make([]byte, 12)}, cfg: Config{TargetName: "stm32f4", Server: KindOpenOCD},
 			wantErr: flasher.ErrUnsupported},
 		{name: "uid unreadable falls back", f: &fakeTarget{UID: fakeUID}, cfg: Config{HardwareIDFrom: "mem:0x30000000,12", HardwareID: "p"},
 			wantID: "p", wantChip: "GDB target (hardware id from the slot's configuration: the unique id at 0x30000000 cannot be read (server replied error E14))",
@@ -56,15 +72,20 @@ func TestIdentify(t *testing.T) {
 		{name: "none", f: &fakeTarget{}, cfg: Config{HardwareIDFrom: HardwareIDNone, HardwareID: "serial-9"},
 			wantID: "serial-9", wantChip: "GDB target (hardware id from the slot's configuration)", wantSize: 128 << 10, noAck: true, pipeline: DefaultPipeline},
 		{name: "none without id", f: &fakeTarget{}, cfg: Config{}, wantErr: flasher.ErrUnsupported},
+		{name: "unknown target", f: &fakeTarget{}, cfg: Config{TargetName: "stm32f5", Server: KindOpenOCD}, wantErr: flasher.ErrUnsupported},
 		{name: "bad source", f: &fakeTarget{}, cfg: Config{HardwareIDFrom: "uid"}, wantErr: flasher.ErrUnsupported},
 		{name: "acks kept", f: &fakeTarget{NoNoAck: true}, cfg: Config{HardwareIDFrom: HardwareIDNone, HardwareID: "x"},
 			wantID: "x", wantChip: "GDB target (hardware id from the slot's configuration)", wantSize: 128 << 10, noAck: false, pipeline: 1},
-		{name: "no map from server: the target's", f: &fakeTarget{NoMemoryMap: true, UID: fakeUID}, cfg: Config{TargetName: "stm32f4"},
+		{name: "no map from server: the target's", f: &fakeTarget{NoMemoryMap: true, UID: fakeUID}, cfg: Config{TargetName: "stm32f4", Server: KindOpenOCD},
 			wantID: "33002d000e51353239343231", wantChip: "STM32F4", wantSize: 1 << 20, noAck: true, pipeline: DefaultPipeline},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := New(tt.f.pipe(t), tt.cfg)
+			cfg := tt.cfg
+			if cfg.TargetName == "" {
+				cfg = fakeConfig(cfg)
+			}
+			b := New(tt.f.pipe(t), cfg)
 			defer b.Close()
 			dev, err := b.Identify(context.Background())
 			if tt.wantErr != nil {
@@ -108,7 +129,7 @@ func TestIdentifySilentServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := New(conn, Config{ConnectTimeout: 100 * time.Millisecond})
+	b := New(conn, fakeConfig(Config{ConnectTimeout: 100 * time.Millisecond}))
 	defer b.Close()
 	if _, err := b.Identify(context.Background()); !errors.Is(err, flasher.ErrNoResponse) {
 		t.Fatalf("Identify() against a silent server = %v, want ErrNoResponse", err)
@@ -278,77 +299,4 @@ func TestFlashCancelled(t *testing.T) {
 	if err := b.Verify(context.Background(), img); err != nil {
 		t.Fatalf("Verify() after a cancel = %v", err)
 	}
-}
-
-func TestLockResetMonitor(t *testing.T) {
-	ctx := context.Background()
-	t.Run("lock", func(t *testing.T) {
-		f := &fakeTarget{}
-		b := fakeBackend(t, f, Config{HardwareIDFrom: "mem:0x1FFF7A10,12", LockCommand: "lock"})
-		if got := b.LockOptions(); !slices.Equal(got, []string{DefaultLockName}) {
-			t.Errorf("LockOptions() = %v", got)
-		}
-		if err := b.Lock(ctx, []string{"readout"}); err != nil || !f.locked {
-			t.Fatalf("Lock() = %v, locked %v", err, f.locked)
-		}
-		if err := b.Lock(ctx, []string{"jtag"}); !errors.Is(err, flasher.ErrUnsupported) {
-			t.Errorf("Lock(jtag) = %v, want ErrUnsupported", err)
-		}
-	})
-	t.Run("no lock command", func(t *testing.T) {
-		b := fakeBackend(t, &fakeTarget{}, Config{HardwareIDFrom: "mem:0x1FFF7A10,12"})
-		if got := b.LockOptions(); len(got) != 0 {
-			t.Errorf("LockOptions() = %v, want none", got)
-		}
-		if err := b.Lock(ctx, []string{"readout"}); !errors.Is(err, flasher.ErrUnsupported) {
-			t.Errorf("Lock() = %v, want ErrUnsupported", err)
-		}
-	})
-	t.Run("lock fails", func(t *testing.T) {
-		b := fakeBackend(t, &fakeTarget{}, Config{HardwareIDFrom: "mem:0x1FFF7A10,12", LockCommand: "fail"})
-		if err := b.Lock(ctx, []string{"readout"}); err == nil || !strings.Contains(err.Error(), "flash is busy") {
-			t.Errorf("Lock() = %v, want the server's error text", err)
-		}
-	})
-	t.Run("lock unknown to the server", func(t *testing.T) {
-		b := fakeBackend(t, &fakeTarget{}, Config{HardwareIDFrom: "mem:0x1FFF7A10,12", LockCommand: "stm32f4x lock 0"})
-		if err := b.Lock(ctx, []string{"readout"}); !errors.Is(err, flasher.ErrUnsupported) {
-			t.Errorf("Lock() = %v, want ErrUnsupported", err)
-		}
-	})
-	t.Run("monitor output in the reply", func(t *testing.T) {
-		b := fakeBackend(t, &fakeTarget{}, Config{HardwareIDFrom: "mem:0x1FFF7A10,12"})
-		if out, err := b.Monitor(ctx, "hexonly"); err != nil || out != "all in the reply\n" {
-			t.Errorf("Monitor(hexonly) = %q, %v", out, err)
-		}
-		if out, err := b.Monitor(ctx, "lock"); err != nil || out != "Device locked\nPower cycle to apply\n" {
-			t.Errorf("Monitor(lock) = %q, %v", out, err)
-		}
-	})
-	t.Run("reset", func(t *testing.T) {
-		f := &fakeTarget{}
-		b := fakeBackend(t, f, Config{HardwareIDFrom: "mem:0x1FFF7A10,12", ResetCommand: "reset"})
-		if banner, err := b.Reset(ctx); err != nil || banner != "" {
-			t.Fatalf("Reset() = %q, %v", banner, err)
-		}
-		f.mu.Lock()
-		resets, detached := f.resets, f.detached
-		f.mu.Unlock()
-		if resets != 1 || !detached {
-			t.Errorf("resets %d, detached %v, want 1, true", resets, detached)
-		}
-		if err := b.Flash(ctx, flasher.Image{Segments: []flasher.Segment{{Addr: 0x20000000, Data: []byte{1}}}}, nil); !errors.Is(err, errDetached) {
-			t.Errorf("Flash() after Reset = %v, want errDetached", err)
-		}
-	})
-	t.Run("reset through AIRCR", func(t *testing.T) {
-		f := &fakeTarget{Regions: append(slices.Clone(fakeMap), fakeSCS)}
-		b := fakeBackend(t, f, Config{TargetName: "stm32f4"})
-		if _, err := b.Reset(ctx); err != nil {
-			t.Fatalf("Reset() = %v", err)
-		}
-		if got := f.bytesAt(0xE000ED0C, 4); !bytes.Equal(got, []byte{0x04, 0x00, 0xFA, 0x05}) {
-			t.Errorf("AIRCR = % x, want 04 00 fa 05", got)
-		}
-	})
 }

@@ -9,9 +9,19 @@
 // read with m, e.g. the STM32F4 UID at 0x1FFF7A10), flash (vFlashErase /
 // vFlashWrite / vFlashDone into flash regions, X or M elsewhere), verify
 // (qCRC computed by the server, a readback otherwise), lock (a monitor
-// command, qRcmd) and the final reset (a monitor command or SCB->AIRCR,
-// then detach). A [Server] starts and owns the GDB server of one slot, or
+// command, qRcmd, or the flash interface's option registers written with
+// M, then a reset and a read-back of the protection register) and the
+// final reset (monitor commands that leave the core running, then
+// detach). A [Server] starts and owns the GDB server of one slot, or
 // attaches to one that runs already.
+//
+// What the backend does for a chip comes from the target table (target.go)
+// for the kind of server ([Config.Server]), or from the configuration in
+// full; [Config.Check] refuses anything else, so that a misspelt target is
+// not flashed without a memory map, a lock or a reset. A monitor command
+// succeeds only when the server prints its success text (monitor.go says
+// how each server answers): servers answer OK to commands they do not
+// know.
 //
 // The backend drives an io.ReadWriteCloser that is already open. Packet
 // framing, escapes, run-length decoding, the memory map XML and GDB's
@@ -33,7 +43,8 @@
 //   - The UID at 0x1FFF7A10 answers E14 (nothing mapped): Identify falls
 //     back to Config.HardwareID and says so in Device.Chip.
 //   - qRcmd runs QEMU's human monitor: "system_reset" works, "reset" is
-//     an "unknown command" with an OK reply; no lock exists.
+//     an "unknown command" with an OK reply; no lock exists, and its
+//     STM32 flash interface is unimplemented (FLASH_OPTCR reads 0).
 //   - It never waits for the client's '+', so packets can be pipelined
 //     with acks on; it takes one client at a time, halts the CPU when one
 //     connects and sends "T02thread:01;" unasked if the CPU was running.

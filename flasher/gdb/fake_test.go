@@ -2,6 +2,7 @@ package gdb
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -14,12 +15,35 @@ import (
 	"github.com/station-dev/station/flasher/gdb/rsp"
 )
 
-// fakeTarget is a GDB server in the manner of OpenOCD or a Black Magic
-// Probe in front of a small STM32: a memory map with flash that must be
-// erased (to 0xFF) in whole blocks before vFlashWrite can clear bits,
-// RAM that M and X write, qCRC, monitor commands and no-ack mode. Its
-// zero value serves the default map; the fields inject faults.
+// fakeTarget is a GDB server in front of a small STM32F4: a memory map
+// with flash that must be erased (to 0xFF) in whole blocks before
+// vFlashWrite can clear bits, RAM that M and X write, qCRC, monitor
+// commands, no-ack mode and the flash interface's option registers
+// (FLASH_OPTKEYR, FLASH_SR, FLASH_OPTCR) with read-out protection that a
+// reset loads. Kind makes its monitor commands, its resets and its detach
+// those of one kind of server (the sources are in dialect's and targets'
+// comments); "" is a generic server. Its zero value serves the default
+// map; the fields inject faults.
 type fakeTarget struct {
+	// Kind is the server the fake acts as: KindOpenOCD, KindPyOCD,
+	// KindProbeRS, KindJLink, KindQEMU or "".
+	Kind string
+	// LockFails makes OpenOCD's lock command print its failure.
+	LockFails bool
+	// ResetFails makes pyOCD's and probe-rs's reset print an error.
+	ResetFails bool
+	// ByteWrites writes M data a byte at a time, as probe-rs does; the
+	// fake's FLASH_OPTKEYR then ignores the keys.
+	ByteWrites bool
+	// NoOptionBytes makes option programming change nothing, as on QEMU
+	// or a part whose option bytes fail.
+	NoOptionBytes bool
+	// BusyReads is how many FLASH_SR reads show BSY after each option
+	// start.
+	BusyReads int
+	// RDP is the RDP option byte the part starts with; 0 means 0xAA
+	// (level 0).
+	RDP byte
 	// Regions is the memory map; nil means fakeMap.
 	Regions []rsp.Region
 	// PacketSize is announced in qSupported; 0 means 0x1000.
@@ -42,9 +66,111 @@ type fakeTarget struct {
 	locked   bool
 	resets   int
 	log      []string // packets received, without their data
+	monitor  []string // monitor commands received
 	packets  int
 	erased   []string
 	detached bool
+	running  bool // the core runs (every server halts it on connect)
+
+	opt     bool   // the option registers below are set up
+	optRDP  byte   // the programmed RDP option byte
+	optcr   uint32 // FLASH_OPTCR
+	keyStep int    // option keys written in order so far
+	busy    int    // FLASH_SR reads left showing BSY
+}
+
+// probeRSHelp is probe-rs's answer to a monitor command it does not know
+// (probe-rs-tools gdb_server/target/monitor.rs HELP_TEXT).
+const probeRSHelp = "Supported Commands:\n\n    info - print session information\n    reset - reset target\n    reset halt - reset target and halt afterwards\n"
+
+// options sets the option registers up as a reset leaves them: an
+// unprotected part (RDP 0xAA) unless the option byte says otherwise.
+func (f *fakeTarget) options() {
+	if !f.opt {
+		f.opt, f.optRDP = true, f.RDP
+		if f.optRDP == 0 {
+			f.optRDP = 0xAA
+		}
+		f.reload()
+	}
+}
+
+// reload is what a reset does to FLASH_OPTCR: load it from the option
+// bytes, with OPTLOCK set (RM0090 reset value 0x0FFFAAED).
+func (f *fakeTarget) reload() {
+	f.optcr = 0x0FFF00ED | uint32(f.optRDP)<<8
+	f.keyStep = 0
+}
+
+// reset is a system reset; run says whether the core runs after it.
+func (f *fakeTarget) reset(run bool) {
+	f.options()
+	f.resets++
+	f.reload()
+	f.running = run
+}
+
+// program stores RDP into the option bytes, as OPTSTRT or a lock command
+// does.
+func (f *fakeTarget) program(rdp byte) {
+	f.options()
+	if !f.NoOptionBytes {
+		f.optRDP = rdp
+	}
+	f.busy = f.BusyReads
+}
+
+// readReg answers a 4-byte read of the flash interface.
+func (f *fakeTarget) readReg(addr uint64) (uint32, bool) {
+	f.options()
+	switch addr {
+	case f4OptKeyR:
+		return 0, true
+	case f4SR:
+		if f.busy > 0 {
+			f.busy--
+			return f4BSY, true
+		}
+		return 0, true
+	case f4OptCR:
+		return f.optcr, true
+	}
+	return 0, false
+}
+
+// writeReg takes a write to the flash interface.
+func (f *fakeTarget) writeReg(addr uint64, v uint32) bool {
+	f.options()
+	switch addr {
+	case f4OptKeyR:
+		switch {
+		case f.ByteWrites:
+		case v == f4OptKey1:
+			f.keyStep = 1
+		case v == f4OptKey2 && f.keyStep == 1:
+			f.optcr &^= f4OptLock
+			f.keyStep = 0
+		default:
+			f.keyStep = 0
+		}
+	case f4OptCR:
+		if f.optcr&f4OptLock != 0 {
+			return true // ignored while locked
+		}
+		f.optcr = v &^ f4OptStrt
+		if v&f4OptStrt != 0 {
+			f.program(byte(v >> 8))
+		}
+	case f4SR:
+	default:
+		return false
+	}
+	return true
+}
+
+// flashIF reports whether [addr, addr+n) is a flash interface register.
+func flashIF(addr uint64, n int) bool {
+	return n == 4 && addr%4 == 0 && addr >= 0x40023C00 && addr < 0x40023C20
 }
 
 var fakeMap = []rsp.Region{
@@ -53,10 +179,6 @@ var fakeMap = []rsp.Region{
 	{Type: rsp.MemROM, Start: 0x1FFF7A00, Length: 0x100},
 	{Type: rsp.MemRAM, Start: 0x20000000, Length: 64 << 10},
 }
-
-// fakeSCS is the Cortex-M system control space as RAM, for the AIRCR
-// reset.
-var fakeSCS = rsp.Region{Type: rsp.MemRAM, Start: 0xE000E000, Length: 0x1000}
 
 func (f *fakeTarget) regions() []rsp.Region {
 	if f.Regions == nil {
@@ -148,6 +270,10 @@ func (f *fakeTarget) pipe(t testing.TB) net.Conn {
 
 // serve speaks RSP on c until the client leaves.
 func (f *fakeTarget) serve(c io.ReadWriter) {
+	// Every server halts the target when a client connects.
+	f.mu.Lock()
+	f.running = false
+	f.mu.Unlock()
 	r := rsp.NewReader(c, 0)
 	w := bufio.NewWriter(c)
 	noAck := false
@@ -238,6 +364,13 @@ func (f *fakeTarget) handle(p []byte) (replies [][]byte, startNoAck, quit bool) 
 		if _, err := fmt.Sscanf(s[1:], "%x,%x", &addr, &n); err != nil {
 			return one("E01"), false, false
 		}
+		if flashIF(addr, n) {
+			v, ok := f.readReg(addr)
+			if !ok {
+				return one("E14"), false, false
+			}
+			return one(hex.EncodeToString(binary.LittleEndian.AppendUint32(nil, v))), false, false
+		}
 		m, ok := f.read(addr, n)
 		if !ok {
 			return one("E14"), false, false
@@ -262,6 +395,12 @@ func (f *fakeTarget) handle(p []byte) (replies [][]byte, startNoAck, quit bool) 
 			return one("E02"), false, false
 		}
 		if n == 0 {
+			return one("OK"), false, false
+		}
+		if flashIF(addr, n) {
+			if !f.writeReg(addr, binary.LittleEndian.Uint32(data)) {
+				return one("E03"), false, false
+			}
 			return one("OK"), false, false
 		}
 		r, m := f.region(addr, n)
@@ -332,22 +471,18 @@ func (f *fakeTarget) handle(p []byte) (replies [][]byte, startNoAck, quit bool) 
 		if err != nil {
 			return one("E01"), false, false
 		}
-		out := func(text string) []byte { return []byte("O" + hex.EncodeToString([]byte(text))) }
-		switch string(cmd) {
-		case "reset":
-			f.resets++
-			return [][]byte{out("Resetting target\n"), []byte("OK")}, false, false
-		case "lock":
-			f.locked = true
-			return [][]byte{out("Device locked\n"), out("Power cycle to apply\n"), []byte("OK")}, false, false
-		case "fail":
-			return [][]byte{out("Error: flash is busy\n"), []byte("OK")}, false, false
-		case "hexonly":
-			return [][]byte{[]byte(hex.EncodeToString([]byte("all in the reply\n")))}, false, false
-		}
-		return [][]byte{out("unknown command: '" + string(cmd) + "'\n"), []byte("OK")}, false, false
+		f.monitor = append(f.monitor, string(cmd))
+		return f.command(string(cmd)), false, false
 	case s == "D":
 		f.detached = true
+		switch f.Kind {
+		case KindJLink:
+			// "Remote doesn't know how to detach": the core stays as it is.
+			return one(""), false, true
+		case KindPyOCD, KindQEMU, "":
+			// Both resume the target when their last client detaches.
+			f.running = true
+		}
 		return one("OK"), false, true
 	case s == "k":
 		return nil, false, true
@@ -373,4 +508,113 @@ func (f *fakeTarget) commands() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.log...)
+}
+
+// command answers a monitor command as the fake's Kind of server does.
+func (f *fakeTarget) command(cmd string) [][]byte {
+	out := func(text string) []byte { return []byte("O" + hex.EncodeToString([]byte(text))) }
+	result := func(text string) []byte { return []byte(hex.EncodeToString([]byte(text))) }
+	ok := []byte("OK")
+	switch f.Kind {
+	case KindOpenOCD:
+		switch cmd {
+		case "stm32f2x lock 0":
+			var log [][]byte
+			if f.running {
+				log = append(log, out("Target not halted\n"))
+			}
+			if f.LockFails {
+				return append(log, result("stm32f2x failed to lock device\n"))
+			}
+			f.program(0x00) // OpenOCD writes RDP 0x00
+			return append(log, result("stm32f2x locked\n"))
+		case "reset run", "reset":
+			f.reset(true)
+			return [][]byte{out("[stm32f4x.cpu] external reset detected\n"), ok}
+		case "reset halt":
+			f.reset(false)
+			return [][]byte{ok}
+		}
+		return [][]byte{out("invalid command name \"" + firstWord(cmd) + "\"\n"), []byte("E01")}
+	case KindPyOCD:
+		switch cmd {
+		case "reset":
+			if f.ResetFails {
+				return [][]byte{result("Transfer failed: SWD/JTAG Transfer Fault\n")}
+			}
+			f.reset(true)
+			return [][]byte{result("Resetting target\n")}
+		case "reset halt":
+			f.reset(false)
+			return [][]byte{result("Resetting target with halt\nSuccessfully halted device on reset\n")}
+		}
+		return [][]byte{result("Error: unrecognized command '" + firstWord(cmd) + "'\n")}
+	case KindProbeRS:
+		switch cmd {
+		case "reset":
+			if f.ResetFails {
+				return [][]byte{out("Resetting target\nError while resetting target:\n\tprobe timeout\n"), ok}
+			}
+			f.reset(true)
+			return [][]byte{out("Resetting target\nDone\n"), ok}
+		case "reset halt":
+			f.reset(false)
+			return [][]byte{out("Resetting and halting target\nTarget halted\n"), ok}
+		}
+		return [][]byte{out(probeRSHelp + "\n"), ok}
+	case KindJLink:
+		switch cmd {
+		case "reset":
+			f.reset(false) // J-Link's reset halts
+			return [][]byte{out("Resetting target\r\n"), ok}
+		case "go":
+			f.running = true
+			return [][]byte{ok}
+		case "halt":
+			f.running = false
+			return [][]byte{ok}
+		}
+		// How J-Link answers what it does not know is not known here:
+		// the fake takes the worst case, a silent OK.
+		return [][]byte{ok}
+	case KindQEMU:
+		if cmd == "system_reset" {
+			f.reset(false) // the gdbstub keeps the machine stopped
+			return [][]byte{ok}
+		}
+		return [][]byte{out("unknown command: '" + cmd + "'\n"), ok}
+	}
+	switch cmd {
+	case "reset":
+		f.reset(true)
+		return [][]byte{out("Resetting target\n"), ok}
+	case "lock":
+		f.locked = true
+		f.program(0x55)
+		return [][]byte{out("Device locked\n"), out("Power cycle to apply\n"), ok}
+	case "fail":
+		return [][]byte{out("Error: flash is busy\n"), ok}
+	case "hexonly":
+		return [][]byte{result("all in the reply\n")}
+	}
+	return [][]byte{out("unknown command: '" + cmd + "'\n"), ok}
+}
+
+func firstWord(cmd string) string {
+	w, _, _ := strings.Cut(cmd, " ")
+	return w
+}
+
+// state returns what the fake's target does now.
+func (f *fakeTarget) state() (running, detached bool, resets int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running, f.detached, f.resets
+}
+
+// monitorCommands returns the monitor commands received.
+func (f *fakeTarget) monitorCommands() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.monitor...)
 }

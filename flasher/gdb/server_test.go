@@ -82,7 +82,7 @@ func TestFakeTargetWithGdbMultiarch(t *testing.T) {
 	ctx := context.Background()
 	data := payload(0x6000, 4)
 	img := flasher.Image{Segments: []flasher.Segment{{Name: "app", Addr: 0x08000000, Data: data}}}
-	b := New(dial(t, addr), Config{HardwareIDFrom: "mem:0x1FFF7A10,12"})
+	b := New(dial(t, addr), fakeConfig(Config{HardwareIDFrom: "mem:0x1FFF7A10,12"}))
 	if _, err := b.Identify(ctx); err != nil {
 		t.Fatalf("Identify = %v", err)
 	}
@@ -106,7 +106,7 @@ func TestFakeTargetWithGdbMultiarch(t *testing.T) {
 	if !slices.Contains(f.commands(), "X") {
 		t.Errorf("gdb-multiarch did not write with X: %v", f.commands())
 	}
-	b = New(dial(t, addr), Config{HardwareIDFrom: "mem:0x1FFF7A10,12"})
+	b = New(dial(t, addr), fakeConfig(Config{HardwareIDFrom: "mem:0x1FFF7A10,12"}))
 	defer b.Close()
 	if _, err := b.Identify(ctx); err != nil {
 		t.Fatalf("Identify = %v", err)

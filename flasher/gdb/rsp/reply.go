@@ -208,24 +208,37 @@ func ParseMemoryMap(doc []byte) ([]Region, error) {
 				}
 			}
 		}
+		out = append(out, r)
+	}
+	if err := CheckRegions(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CheckRegions checks a memory map, from a server or from a
+// configuration: every region of a known type, flash with
+// a block size, no two overlapping. It sorts the regions by start
+// address.
+func CheckRegions(rs []Region) error {
+	for i, r := range rs {
 		switch r.Type {
 		case MemRAM, MemROM:
 		case MemFlash:
 			if r.BlockSize == 0 {
-				return nil, fmt.Errorf("memory map flash region %d at %#x has no blocksize", i, r.Start)
+				return fmt.Errorf("memory map flash region %d at %#x has no blocksize", i, r.Start)
 			}
 		default:
-			return nil, fmt.Errorf("memory map region %d at %#x has unknown type %q", i, r.Start, r.Type)
-		}
-		out = append(out, r)
-	}
-	sortRegions(out)
-	for i := 1; i < len(out); i++ {
-		if out[i].Start < out[i-1].End() {
-			return nil, fmt.Errorf("memory map regions at %#x and %#x overlap", out[i-1].Start, out[i].Start)
+			return fmt.Errorf("memory map region %d at %#x has unknown type %q (want %s, %s or %s)", i, r.Start, r.Type, MemFlash, MemRAM, MemROM)
 		}
 	}
-	return out, nil
+	sortRegions(rs)
+	for i := 1; i < len(rs); i++ {
+		if rs[i].Start < rs[i-1].End() {
+			return fmt.Errorf("memory map regions at %#x and %#x overlap", rs[i-1].Start, rs[i].Start)
+		}
+	}
+	return nil
 }
 
 func sortRegions(rs []Region) {
