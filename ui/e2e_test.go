@@ -285,6 +285,17 @@ func TestREADMEQuickStart(t *testing.T) {
 	serveArgs := strings.Fields(strings.ReplaceAll(serveLine, "/tmp/station.sock", sock))
 	kioskArgs := strings.Fields(strings.ReplaceAll(kioskLine, "/tmp/station.sock", sock))
 
+	// go run builds the kiosk first, which on a cold build cache takes
+	// minutes (Fyne's C parts): built here beforehand, bound only by the
+	// test binary's deadline, so that the wait below is for the kiosk to
+	// start and connect, not for the compiler.
+	build := exec.CommandContext(t.Context(), "go", append(append([]string{"build"}, proctest.BuildFlags()...),
+		"-o", filepath.Join(dir, "station-kiosk"), "./ui/cmd/station-kiosk")...)
+	build.Dir = ".."
+	if out, err := proctest.Output(build); err != nil {
+		t.Fatalf("build the kiosk: %v\n%s", err, out)
+	}
+
 	// station serve, as shown: it makes its work folder in its working
 	// directory.
 	serve := exec.Command(stationBinary(t), serveArgs[1:]...)
