@@ -63,8 +63,9 @@ func startServe(t *testing.T, bin, dir string, args ...string) *serveProcess {
 	})
 	r := bufio.NewReader(stdout)
 	line, err := r.ReadString('\n')
-	// Keep reading what it prints, so it never blocks on a full pipe.
-	go io.Copy(io.Discard, r)
+	// Keep reading what it prints, into its log, so that it never blocks
+	// on a full pipe and a failure shows it.
+	go io.Copy(logs, r)
 	if err != nil {
 		t.Fatalf("station serve printed no startup line: %v\n%s", err, logs.String())
 	}

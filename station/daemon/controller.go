@@ -204,7 +204,10 @@ func (d *Daemon) alertsLocked() []localapi.Alert {
 }
 
 // Watch returns the stream of events: a "state" event first, then "slot"
-// events as slots change and "alert" events when the header changes. The
+// events as slots change and "alert" events when the header changes, and
+// a whole "state" again when what only a state carries changes: the
+// operator signed in or out, or the work order loaded (by any client, or
+// restored after a restart while the watcher was already connected). The
 // channel closes when ctx ends. A slow reader loses intermediate states,
 // never the latest: the runner never waits for it.
 func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
@@ -229,7 +232,7 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 			sent[s.Name] = s.Seq
 		}
 		header := headerKey(first.Counts, first.Run, first.Alerts)
-		operator := operatorKey(first.Operator)
+		whole := wholeKey(first)
 		if !send(localapi.Event{Type: "state", State: &first, Time: first.Time}) {
 			return
 		}
@@ -245,10 +248,11 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 			case <-poll.C:
 			}
 			st := d.State(ctx)
-			if op := operatorKey(st.Operator); op != operator {
-				// Someone signed in or out, here or on another client:
-				// the whole state, which carries the operator.
-				operator = op
+			if w := wholeKey(st); w != whole {
+				// Someone signed in or out, or a work order was loaded,
+				// here or on another client: the whole state, which
+				// alone carries the operator and the work order.
+				whole = w
 				all := st
 				if !send(localapi.Event{Type: "state", State: &all, Time: st.Time}) {
 					return
@@ -281,12 +285,15 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 	return out
 }
 
-// operatorKey tells sign-ins apart.
-func operatorKey(op *localapi.Operator) string {
-	if op == nil {
-		return ""
-	}
-	return op.Name + "\x00" + op.Since.String()
+// wholeKey tells apart the states whose change only a whole "state"
+// event carries: who is signed in (and since when), and which work order
+// is loaded.
+func wholeKey(st localapi.State) string {
+	b, _ := json.Marshal(struct {
+		O *localapi.Operator
+		W *localapi.WorkOrder
+	}{st.Operator, st.WorkOrder})
+	return string(b)
 }
 
 func headerKey(c localapi.Counts, run localapi.RunState, alerts []localapi.Alert) string {

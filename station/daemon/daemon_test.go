@@ -529,3 +529,31 @@ func TestLocalAPIOverUnixSocket(t *testing.T) {
 		t.Error("export holds the activation token")
 	}
 }
+
+// TestWatchCarriesALoadedWorkOrder: a client watching before a work order
+// is loaded (a kiosk that reconnected to a daemon still restoring its run,
+// a second kiosk while another loads) receives a whole state with the
+// work order once it is loaded; slot and alert events do not carry it.
+func TestWatchCarriesALoadedWorkOrder(t *testing.T) {
+	b := newBench(t, 2, 10, true)
+	b.signIn(pinSupervisor)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	events := b.d.Watch(ctx)
+	first := <-events
+	if first.Type != localapi.EventState || first.State.WorkOrder != nil {
+		t.Fatalf("first event %s with work order %+v; want a state with none loaded", first.Type, first.State)
+	}
+	if err := b.d.Load(ctx, b.sim.WorkOrder); err != nil {
+		t.Fatal(err)
+	}
+	for ev := range events {
+		if ev.Type == localapi.EventState && ev.State.WorkOrder != nil {
+			if ev.State.WorkOrder.ID != b.sim.WorkOrder {
+				t.Fatalf("state event with work order %q, want %q", ev.State.WorkOrder.ID, b.sim.WorkOrder)
+			}
+			return
+		}
+	}
+	t.Fatalf("the watch ended (%v) without a state carrying work order %s", ctx.Err(), b.sim.WorkOrder)
+}
