@@ -339,10 +339,10 @@ func TestREADMEQuickStart(t *testing.T) {
 	k := proctest.Start(t, kiosk)
 
 	// The window, once go run has built and started the kiosk, and the
-	// daemon's state in it.
+	// daemon's state drawn in it (the kiosk logs each whole state it draws).
 	for {
 		out, _ := exec.CommandContext(ctx, "xwininfo", "-display", display, "-root", "-tree").Output()
-		if strings.Contains(string(out), `"Station"`) && strings.Contains(klogs.String(), "connected to the station service") {
+		if strings.Contains(string(out), `"Station"`) && strings.Contains(klogs.String(), "showing the station's state") {
 			break
 		}
 		select {

@@ -374,6 +374,11 @@ func (k *Kiosk) apply(c change, now time.Time, second bool) {
 	k.stats.SlotUpdates += int64(updated)
 	if c.full {
 		k.stats.FullRedraws++
+		wo := ""
+		if c.state.WorkOrder != nil {
+			wo = c.state.WorkOrder.ID
+		}
+		k.log.Info("showing the station's state", "slots", len(c.state.Slots), "work_order", wo)
 	}
 	if seq != nil {
 		k.stats.LastApplied = time.Now()

@@ -12,9 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
-	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/app"
 
 	"github.com/station-dev/station/station/localapi"
@@ -86,18 +86,37 @@ func run(args []string) error {
 
 	a := app.NewWithID("dev.station.kiosk")
 	k := ui.New(a, client, ui.Options{FullScreen: !*windowed, Title: "Station", Logger: log})
+	var once sync.Once
+	finish := func() (err error) {
+		once.Do(func() {
+			log.Info("kiosk closed")
+			if *statsFile != "" {
+				err = writeStats(*statsFile, k)
+			}
+		})
+		return err
+	}
 	go func() {
 		<-ctx.Done()
-		fyne.Do(a.Quit)
+		// Signalled (log-out, systemctl, the session): the kiosk stops
+		// drawing, writes its stats and exits, without asking Fyne to
+		// close its window first. Fyne 2.7.1 dereferences a nil window
+		// when a pointer event reaches a window it is closing
+		// (processMouseMoved → SetInputMode; fyne-io/fyne#5981, open), which
+		// crashed the kiosk on SIGTERM in our tests once the pointer lay
+		// over a button. The kiosk holds nothing that needs the window torn
+		// down: the X server drops it with the connection.
+		k.Wait()
+		if err := finish(); err != nil {
+			fmt.Fprintln(os.Stderr, "station-kiosk:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}()
 	log.Info("kiosk started", "api", *addr)
 	k.Run(ctx)
-	a.Run()
-	log.Info("kiosk closed")
-	if *statsFile != "" {
-		return writeStats(*statsFile, k)
-	}
-	return nil
+	a.Run() // returns when the operator closes the window
+	return finish()
 }
 
 // writeStats writes the kiosk's counters and latency as JSON.
