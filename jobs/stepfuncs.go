@@ -235,6 +235,13 @@ func (d *deviceRun) activate(ctx context.Context) (map[string]any, error) {
 func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 	wo := &d.r.WorkOrder
 	data := map[string]any{"device": wo.Lock.Device, "dms": wo.LocksDMS()}
+	// The device's own label must render before it is locked: a device
+	// locked and then failed at its label is lost to the line.
+	if c, ok := d.r.Printer.(labelChecker); ok {
+		if err := c.Check(d.r.labelFor(d.serial, d.hw, d.spec.Name)); err != nil {
+			return data, fmt.Errorf("%w: its label cannot be printed, so it is not locked: %w", flasher.ErrUnsupported, err)
+		}
+	}
 	if len(wo.Lock.Device) > 0 {
 		err := d.backend.Lock(ctx, wo.Lock.Device)
 		if rep, ok := flasher.ReportLock(d.backend); ok && rep.State != nil {
@@ -257,9 +264,23 @@ func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 	return data, nil
 }
 
+// labelFor is the label of the device with serial and hw in slot.
+func (r *Runner) labelFor(serial string, hw flasher.HardwareID, slot string) Label {
+	wo := &r.WorkOrder
+	l := Label{
+		Template: wo.Label.Template, Copies: max(wo.Label.Copies, 1), WorkOrder: wo.ID,
+		Product: wo.Product.Code, ProductName: wo.Product.Name, PartNumber: wo.Product.PartNumber,
+		Serial: serial, HardwareID: hw, FirmwareVersion: wo.Bundle.Version,
+		Date: time.Now().UTC(), Station: r.Station, Slot: slot,
+	}
+	if l.Template == "" {
+		l.Template = "default"
+	}
+	return l
+}
+
 // label prints the device's label, one printer job at a time.
 func (d *deviceRun) label(ctx context.Context) (map[string]any, error) {
-	wo := &d.r.WorkOrder
 	if d.serial == "" {
 		return nil, errors.New("no serial number: the device was not activated")
 	}
@@ -267,15 +288,7 @@ func (d *deviceRun) label(ctx context.Context) (map[string]any, error) {
 		return nil, fmt.Errorf("wait for the printer: %w", err)
 	}
 	defer d.r.printer.Release(1)
-	l := Label{
-		Template: wo.Label.Template, Copies: max(wo.Label.Copies, 1), WorkOrder: wo.ID,
-		Product: wo.Product.Code, ProductName: wo.Product.Name, PartNumber: wo.Product.PartNumber,
-		Serial: d.serial, HardwareID: d.hw, FirmwareVersion: wo.Bundle.Version,
-		Date: time.Now().UTC(), Station: d.r.Station, Slot: d.spec.Name,
-	}
-	if l.Template == "" {
-		l.Template = "default"
-	}
+	l := d.r.labelFor(d.serial, d.hw, d.spec.Name)
 	// A printer out of paper, open or paused holds the label: the slot
 	// says why and the label prints when the printer is back.
 	if err := d.outlast("the label printer", ErrPrinterUnavailable, "the label", func(ctx context.Context) error {

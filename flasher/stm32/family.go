@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/station-dev/station/flasher"
 )
 
 // Family is what the backend knows of one STM32 product id: where flash,
@@ -137,4 +139,22 @@ func (f *Family) pagesCovering(size, from, to uint32) []page {
 		addr = p.end
 	}
 	return out
+}
+
+// Plan is what a slot whose fixture names family (a Config.Family; ""
+// for any) offers before the chip is identified: read-out protection, and
+// the largest flash of the family (the part's own size is read at
+// preflight). An unknown family is an error.
+func Plan(family string) (flasher.Plan, error) {
+	p := flasher.Plan{Device: "the STM32", Locks: []string{LockRDP}}
+	if family == "" {
+		return p, nil
+	}
+	f, err := familyByKey(family)
+	if err != nil {
+		return flasher.Plan{}, err
+	}
+	p.Device = f.Name
+	p.Flash = []flasher.Range{{Start: uint64(f.FlashBase), End: uint64(f.FlashBase) + uint64(f.FlashSize)}}
+	return p, nil
 }
