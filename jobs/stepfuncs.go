@@ -226,7 +226,39 @@ func (d *deviceRun) activate(ctx context.Context) (map[string]any, error) {
 	}
 	d.serial, d.res.Serial = a.Serial, a.Serial
 	d.r.Bus.Update(d.spec.Name, func(s *SlotState) { s.Serial = a.Serial })
-	return map[string]any{"serial": a.Serial, "repeat": a.Repeat, "locked": a.Locked, "claims_left": a.ClaimsLeft}, nil
+	data := map[string]any{"serial": a.Serial, "repeat": a.Repeat, "locked": a.Locked, "claims_left": a.ClaimsLeft}
+	// The claim is read back: the DMS must now hold the device as this
+	// product's, under the serial it gave.
+	v, err := d.readBack("the activation")
+	if err != nil {
+		return data, err
+	}
+	data["dms_read_back"] = dmsReading(v)
+	if v.Product != wo.Product.Code || v.Serial != a.Serial {
+		return data, fmt.Errorf("%w: the DMS answered the activation with serial %s, but reads the device back as product %q serial %q",
+			ErrReadBack, a.Serial, v.Product, v.Serial)
+	}
+	return data, nil
+}
+
+// readBack asks the DMS what it now holds for the device.
+func (d *deviceRun) readBack(what string) (Verdict, error) {
+	wo := &d.r.WorkOrder
+	var v Verdict
+	err := d.callDMS("the read-back of "+what, func(ctx context.Context) error {
+		var err error
+		v, err = d.r.Upstream.Preflight(ctx, PreflightRequest{WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw})
+		return err
+	})
+	if err != nil {
+		return v, fmt.Errorf("read %s back from the DMS: %w", what, err)
+	}
+	return v, nil
+}
+
+// dmsReading is what the journal keeps of a DMS read-back.
+func dmsReading(v Verdict) map[string]any {
+	return map[string]any{"product": v.Product, "serial": v.Serial, "locked": v.Locked}
 }
 
 // lock protects the device itself and records the lock upstream. The
@@ -259,6 +291,14 @@ func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 			return d.r.Upstream.Lock(ctx, LockRequest{WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw})
 		}); err != nil {
 			return data, fmt.Errorf("record the lock with the DMS: %w", err)
+		}
+		v, err := d.readBack("the lock record")
+		if err != nil {
+			return data, err
+		}
+		data["dms_read_back"] = dmsReading(v)
+		if !v.Locked || v.Product != wo.Product.Code {
+			return data, fmt.Errorf("%w: the DMS acknowledged the lock, but reads the device back as product %q, locked %t", ErrReadBack, v.Product, v.Locked)
 		}
 	}
 	return data, nil
