@@ -72,7 +72,9 @@ func TestIrreversibleActs(t *testing.T) {
 			act: "DMS claim (activate)", before: "the image verified on the device", after: "the DMS reads the device back as the product's, under the serial it gave",
 			breakCheck: func(r *rig) {
 				r.fixture.device("S1").configure = func(b *fakeBackend) {
-					b.verify = func(context.Context, flasher.Image) error { return fmt.Errorf("block 3 differs: %w", flasher.ErrVerify) }
+					b.verify = func(context.Context, flasher.Image) error {
+						return fmt.Errorf("block 3 differs: %w", flasher.ErrVerify)
+					}
 				}
 			},
 			notDone: func(t *testing.T, r *rig) {
