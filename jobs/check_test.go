@@ -72,8 +72,8 @@ func TestCheckRefusesBeforeAnyDevice(t *testing.T) {
 			want: []string{"bundle.artifacts[0]: slot S1: app.bin", "STM32F10xxx Medium-density (0x8000000-0x8020000)"}},
 		{name: "gdb lock where the target has none", images: map[string]flasher.Image{
 			"gdb": {Segments: []flasher.Segment{seg("app.bin", 0x08000000, 1024)}},
-		}, change: func(wo *jobs.WorkOrder) { wo.Lock.Device = []string{"rdp"} },
-			want: []string{`lock.device[0]: slot Q1: "rdp" is not a lock target netduinoplus2 has (it has no lock at all)`}},
+		}, change: func(wo *jobs.WorkOrder) { wo.Lock.Device = []string{"readout"} },
+			want: []string{`lock.device[0]: slot Q1: "readout" is not a lock target netduinoplus2 has (it has no lock at all)`}},
 		{name: "no slot for the bundle", images: map[string]flasher.Image{
 			"dfu": {Segments: []flasher.Segment{seg("app.bin", 0x08000000, 1024)}},
 		}, want: []string{"bundle.artifacts: bundle 2.3.1 flashes dfu, and the fixture has no slot of that protocol"}},
