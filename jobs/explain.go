@@ -74,6 +74,8 @@ func Explain(err error) string {
 		advice = "What the device holds differs from the image. Retry the slot; if it fails again, set the device aside."
 	case errors.Is(err, flasher.ErrWrite):
 		advice = "The device's flash refused a write. Retry once; if it fails again, set the device aside as faulty."
+	case errors.Is(err, ErrReadBack):
+		advice = "The device-management service acknowledged a record it does not hold. Set the device aside and tell your administrator: the DMS needs checking."
 	case errors.Is(err, flasher.ErrLockNotSet):
 		advice = "The device's protection did not take: read back after the lock, it is not set. Set the device aside and call a technician to check the fixture's lock."
 	case errors.Is(err, flasher.ErrLocked):

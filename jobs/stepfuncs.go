@@ -226,7 +226,39 @@ func (d *deviceRun) activate(ctx context.Context) (map[string]any, error) {
 	}
 	d.serial, d.res.Serial = a.Serial, a.Serial
 	d.r.Bus.Update(d.spec.Name, func(s *SlotState) { s.Serial = a.Serial })
-	return map[string]any{"serial": a.Serial, "repeat": a.Repeat, "locked": a.Locked, "claims_left": a.ClaimsLeft}, nil
+	data := map[string]any{"serial": a.Serial, "repeat": a.Repeat, "locked": a.Locked, "claims_left": a.ClaimsLeft}
+	// The claim is read back: the DMS must now hold the device as this
+	// product's, under the serial it gave.
+	v, err := d.readBack("the activation")
+	if err != nil {
+		return data, err
+	}
+	data["dms_read_back"] = dmsReading(v)
+	if v.Product != wo.Product.Code || v.Serial != a.Serial {
+		return data, fmt.Errorf("%w: the DMS answered the activation with serial %s, but reads the device back as product %q serial %q",
+			ErrReadBack, a.Serial, v.Product, v.Serial)
+	}
+	return data, nil
+}
+
+// readBack asks the DMS what it now holds for the device.
+func (d *deviceRun) readBack(what string) (Verdict, error) {
+	wo := &d.r.WorkOrder
+	var v Verdict
+	err := d.callDMS("the read-back of "+what, func(ctx context.Context) error {
+		var err error
+		v, err = d.r.Upstream.Preflight(ctx, PreflightRequest{WorkOrder: wo.ID, Product: wo.Product.Code, HardwareID: d.hw})
+		return err
+	})
+	if err != nil {
+		return v, fmt.Errorf("read %s back from the DMS: %w", what, err)
+	}
+	return v, nil
+}
+
+// dmsReading is what the journal keeps of a DMS read-back.
+func dmsReading(v Verdict) map[string]any {
+	return map[string]any{"product": v.Product, "serial": v.Serial, "locked": v.Locked}
 }
 
 // lock protects the device itself and records the lock upstream. The
@@ -235,6 +267,13 @@ func (d *deviceRun) activate(ctx context.Context) (map[string]any, error) {
 func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 	wo := &d.r.WorkOrder
 	data := map[string]any{"device": wo.Lock.Device, "dms": wo.LocksDMS()}
+	// The device's own label must render before it is locked: a device
+	// locked and then failed at its label is lost to the line.
+	if c, ok := d.r.Printer.(labelChecker); ok {
+		if err := c.Check(d.r.labelFor(d.serial, d.hw, d.spec.Name)); err != nil {
+			return data, fmt.Errorf("%w: its label cannot be printed, so it is not locked: %w", flasher.ErrUnsupported, err)
+		}
+	}
 	if len(wo.Lock.Device) > 0 {
 		err := d.backend.Lock(ctx, wo.Lock.Device)
 		if rep, ok := flasher.ReportLock(d.backend); ok && rep.State != nil {
@@ -253,13 +292,35 @@ func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 		}); err != nil {
 			return data, fmt.Errorf("record the lock with the DMS: %w", err)
 		}
+		v, err := d.readBack("the lock record")
+		if err != nil {
+			return data, err
+		}
+		data["dms_read_back"] = dmsReading(v)
+		if !v.Locked || v.Product != wo.Product.Code {
+			return data, fmt.Errorf("%w: the DMS acknowledged the lock, but reads the device back as product %q, locked %t", ErrReadBack, v.Product, v.Locked)
+		}
 	}
 	return data, nil
 }
 
+// labelFor is the label of the device with serial and hw in slot.
+func (r *Runner) labelFor(serial string, hw flasher.HardwareID, slot string) Label {
+	wo := &r.WorkOrder
+	l := Label{
+		Template: wo.Label.Template, Copies: max(wo.Label.Copies, 1), WorkOrder: wo.ID,
+		Product: wo.Product.Code, ProductName: wo.Product.Name, PartNumber: wo.Product.PartNumber,
+		Serial: serial, HardwareID: hw, FirmwareVersion: wo.Bundle.Version,
+		Date: time.Now().UTC(), Station: r.Station, Slot: slot,
+	}
+	if l.Template == "" {
+		l.Template = "default"
+	}
+	return l
+}
+
 // label prints the device's label, one printer job at a time.
 func (d *deviceRun) label(ctx context.Context) (map[string]any, error) {
-	wo := &d.r.WorkOrder
 	if d.serial == "" {
 		return nil, errors.New("no serial number: the device was not activated")
 	}
@@ -267,15 +328,7 @@ func (d *deviceRun) label(ctx context.Context) (map[string]any, error) {
 		return nil, fmt.Errorf("wait for the printer: %w", err)
 	}
 	defer d.r.printer.Release(1)
-	l := Label{
-		Template: wo.Label.Template, Copies: max(wo.Label.Copies, 1), WorkOrder: wo.ID,
-		Product: wo.Product.Code, ProductName: wo.Product.Name, PartNumber: wo.Product.PartNumber,
-		Serial: d.serial, HardwareID: d.hw, FirmwareVersion: wo.Bundle.Version,
-		Date: time.Now().UTC(), Station: d.r.Station, Slot: d.spec.Name,
-	}
-	if l.Template == "" {
-		l.Template = "default"
-	}
+	l := d.r.labelFor(d.serial, d.hw, d.spec.Name)
 	// A printer out of paper, open or paused holds the label: the slot
 	// says why and the label prints when the printer is back.
 	if err := d.outlast("the label printer", ErrPrinterUnavailable, "the label", func(ctx context.Context) error {

@@ -101,6 +101,9 @@ var (
 	// (out of paper, head open, paused, no answer): the label step waits
 	// for it, saying why.
 	ErrPrinterUnavailable = errors.New("label printer cannot print now")
+	// ErrReadBack means the DMS acknowledged a claim or a lock that it
+	// does not hold when asked again.
+	ErrReadBack = errors.New("the DMS does not hold what it acknowledged")
 	// ErrUnavailable means the DMS could not be reached. Steps that need
 	// it fail and can be retried once it is back.
 	ErrUnavailable = errors.New("device-management service unreachable")

@@ -339,6 +339,10 @@ var (
 	lockPattern   = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
 )
 
+// MaxStepTimeout bounds a step's timeout: a 64 GB eMMC written and
+// verified at 20 MB/s takes under two hours.
+const MaxStepTimeout = 6 * time.Hour
+
 // MaxQuantity bounds a work order's quantity.
 const MaxQuantity = 10_000_000
 
@@ -446,8 +450,8 @@ func (wo *WorkOrder) Validate() error {
 			bad("flasher.timeouts."+name, "is not a pipeline step; steps are %s", strings.Join(StepNames(), ", "))
 		} else if d.bad != "" {
 			bad("flasher.timeouts."+name, "%s", d.bad)
-		} else if d.d <= 0 {
-			bad("flasher.timeouts."+name, "must be positive")
+		} else if d.d <= 0 || d.d > MaxStepTimeout {
+			bad("flasher.timeouts."+name, "is %v; it must be more than 0 and at most %v", d.d, MaxStepTimeout)
 		}
 	}
 	if len(v.Problems) > 0 {

@@ -110,6 +110,12 @@ func TestParseWorkOrderInvalid(t *testing.T) {
 		{"bad timeout", func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["flasher"].(map[string]any)["timeouts"] = map[string]any{"flash": "soon"} })
 		}, "flasher.timeouts.flash", "not a duration"},
+		{"timeout of a week", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { m["flasher"].(map[string]any)["timeouts"] = map[string]any{"flash": "168h"} })
+		}, "flasher.timeouts.flash", "must be more than 0 and at most 6h0m0s"},
+		{"zero timeout", func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { m["flasher"].(map[string]any)["timeouts"] = map[string]any{"verify": 0} })
+		}, "flasher.timeouts.verify", "must be more than 0"},
 		{"bad baud", func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["flasher"].(map[string]any)["baud"] = 12 })
 		}, "flasher.baud", "not a serial speed"},

@@ -94,12 +94,18 @@ func (b *batch) runner(ctx context.Context, bus *jobs.Bus, pw io.Writer) (*jobs.
 	if b.dfuBus != nil {
 		conn.DFUBus = b.dfuBus
 	}
-	return &jobs.Runner{
+	r := &jobs.Runner{
 		WorkOrder: b.wo, Images: images, Slots: specs, Resources: b.fixture.Resources,
 		Connector: conn, Upstream: b.upstream, Printer: b.printer,
 		Journal: b.journal, Station: b.station, Operator: b.operator, Logger: b.logger,
 		Parallel: b.parallel, Bus: bus, TraceDir: traceDir(b.journal.Path()),
-	}, nil
+	}
+	// Everything that can be checked before a device is touched is
+	// checked now: a work order that cannot finish is refused whole.
+	if err := r.Check(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // downloadProgress prints an artifact download's progress to w, one line

@@ -81,6 +81,19 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{"missing artifact", []string{"--work-order", write("gone.json", func(m map[string]any) {
 			artifact(m)["url"] = "no-such-file.bin"
 		})}, ExitProblem, []string{"no-such-file.bin", "no such file"}},
+		// Load-time checks (issue 14): refused before any device is
+		// touched, naming the field.
+		{"unknown label template", []string{"--work-order", write("label.json", func(m map[string]any) {
+			m["label"] = map[string]any{"template": "fancy"}
+		})}, ExitProblem, []string{"cannot run on this station; nothing was touched", `label: unknown label template "fancy"`}},
+		{"gs1 label without a GTIN", []string{"--work-order", write("gs1.json", func(m map[string]any) {
+			m["label"] = map[string]any{"template": "gs1"}
+		})}, ExitProblem, []string{"label: gs1 label", "is not a 14-digit GTIN"}},
+		{"a lock the chip does not have", []string{"--work-order", write("lock.json", func(m map[string]any) {
+			m["lock"] = map[string]any{"dms": true, "device": []string{"rdp"}}
+		})}, ExitProblem, []string{`lock.device[0]: slot`, `"rdp" is not a lock the ESP chip has`}},
+		{"a printer that does not answer", append([]string{"--work-order", filepath.Join(dir, "work-order.json")}, "--labels", "tcp://"+deadPrinter(t)),
+			ExitProblem, []string{"label: The label printer at", "does not answer"}},
 		{"no work order", nil, ExitUsage, []string{"--work-order is required"}},
 		{"unknown flag", []string{"--wrok-order", "x"}, ExitUsage, []string{"wrok-order"}},
 	}
@@ -107,6 +120,18 @@ func TestRunRefusesBadInput(t *testing.T) {
 	if err != nil || len(evs) != 0 {
 		t.Errorf("journal holds %d step events (%v) after refused work orders, want 0", len(evs), err)
 	}
+}
+
+// deadPrinter is the address of a TCP port nothing listens on.
+func deadPrinter(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
 
 func TestRunWithoutTokenSaysWhereToPutIt(t *testing.T) {

@@ -224,34 +224,47 @@ func (b *Backend) waitIdle(ctx context.Context, op string) (StatusReply, error) 
 	}
 }
 
-// toIdle brings the device to dfuIDLE from any idle or error state.
+// toIdle brings the device to dfuIDLE from any idle, busy or error
+// state. It asks at most twice: a busy state is waited out once, with
+// waitIdle's bounded polling, and what follows must be one ABORT or
+// CLRSTATUS away from dfuIDLE.
 func (b *Backend) toIdle(ctx context.Context) error {
 	st, err := b.getStatus(ctx)
 	if err != nil {
 		return b.linkErr("get status", err)
 	}
-	switch st.State {
-	case DfuIdle:
-		return nil
-	case DfuError:
-		b.log.Info("dfu: clearing error state", "port", b.info.Port, "status", st.Status.String())
-		if _, err := b.control(ctx, RTypeClassOut, ReqClrStatus, 0, nil); err != nil {
-			return b.linkErr("clear status", err)
+	for waited := false; ; waited = true {
+		switch st.State {
+		case DfuIdle:
+			return nil
+		case DfuError:
+			b.log.Info("dfu: clearing error state", "port", b.info.Port, "status", st.Status.String())
+			if _, err := b.control(ctx, RTypeClassOut, ReqClrStatus, 0, nil); err != nil {
+				return b.linkErr("clear status", err)
+			}
+		case DfuDnloadIdle, DfuUploadIdle, DfuDnloadSync, DfuManifestSync:
+			if _, err := b.control(ctx, RTypeClassOut, ReqAbort, 0, nil); err != nil {
+				return b.linkErr("abort", err)
+			}
+		case AppIdle, AppDetach:
+			return fmt.Errorf("device at port %s is in run-time mode (%s), not DFU mode: %w", b.info.Port, st.State, flasher.ErrNoResponse)
+		case DfuManifestWaitReset:
+			// DFU 1.1 section 6.1.2: only a USB reset or a power-on
+			// reset leaves dfuMANIFEST-WAIT-RESET.
+			return fmt.Errorf("device at port %s waits for a USB reset after manifestation (%s): %w", b.info.Port, st.State, flasher.ErrNoResponse)
+		case DfuDnBusy, DfuManifest:
+			if waited {
+				return fmt.Errorf("device at port %s stays in %s, power-cycle it: %w", b.info.Port, st.State, flasher.ErrNoResponse)
+			}
+			// waitIdle returns a state that is not busy, or an error.
+			if st, err = b.waitIdle(ctx, "wait for idle"); err != nil {
+				return err
+			}
+			continue
+		default:
+			return fmt.Errorf("device at port %s reports unknown DFU state %d: %w", b.info.Port, st.State, flasher.ErrUnsupported)
 		}
-	case DfuDnloadIdle, DfuUploadIdle, DfuDnloadSync, DfuManifestSync:
-		if _, err := b.control(ctx, RTypeClassOut, ReqAbort, 0, nil); err != nil {
-			return b.linkErr("abort", err)
-		}
-	case AppIdle, AppDetach:
-		return fmt.Errorf("device at port %s is in run-time mode (%s), not DFU mode: %w", b.info.Port, st.State, flasher.ErrNoResponse)
-	default:
-		if st, err = b.waitIdle(ctx, "wait for idle"); err != nil {
-			return err
-		}
-		if st.State != DfuIdle {
-			return b.toIdle(ctx)
-		}
-		return nil
+		break
 	}
 	s, err := b.getState(ctx)
 	if err != nil {
@@ -263,27 +276,60 @@ func (b *Backend) toIdle(ctx context.Context) error {
 	return nil
 }
 
-func (b *Backend) pick(ctx context.Context, dfuMode bool) (Info, error) {
-	vid, pid := b.cfg.VID, b.cfg.PID
-	if dfuMode && (b.cfg.DFUVID != 0 || b.cfg.DFUPID != 0) {
-		vid, pid = b.cfg.DFUVID, b.cfg.DFUPID
+// dfuIDs reports whether the device has other IDs in DFU mode.
+func (b *Backend) dfuIDs() bool { return b.cfg.DFUVID != 0 || b.cfg.DFUPID != 0 }
+
+// matches says whether d is the slot's device: with its run-time IDs
+// (Config.VID:PID) or, when they are set, its DFU-mode IDs
+// (Config.DFUVID:DFUPID). dfuOnly accepts only the IDs of DFU mode, which
+// are the run-time ones when no DFU-mode IDs are set.
+func (b *Backend) matches(d Info, dfuOnly bool) bool {
+	runtime := (b.cfg.VID == 0 || d.VID == b.cfg.VID) && (b.cfg.PID == 0 || d.PID == b.cfg.PID)
+	if !b.dfuIDs() {
+		return runtime
 	}
-	found, err := Find(ctx, b.bus, vid, pid)
+	dfuMode := (b.cfg.DFUVID == 0 || d.VID == b.cfg.DFUVID) && (b.cfg.DFUPID == 0 || d.PID == b.cfg.DFUPID)
+	return dfuMode || (runtime && !dfuOnly)
+}
+
+// ids names the IDs the slot's device is looked for by, for messages.
+func (b *Backend) ids(dfuOnly bool) string {
+	rt := fmt.Sprintf("%04x:%04x", b.cfg.VID, b.cfg.PID)
+	if !b.dfuIDs() {
+		return rt
+	}
+	dm := fmt.Sprintf("%04x:%04x", b.cfg.DFUVID, b.cfg.DFUPID)
+	if dfuOnly {
+		return dm + " (DFU mode)"
+	}
+	return rt + " or " + dm + " (DFU mode)"
+}
+
+// pick finds the slot's device on port, or the only matching device
+// when port is "".
+func (b *Backend) pick(ctx context.Context, port string, dfuOnly bool) (Info, error) {
+	all, err := b.bus.List(ctx)
 	if err != nil {
-		return Info{}, err
+		return Info{}, fmt.Errorf("list usb devices: %w", err)
 	}
-	if b.cfg.Port != "" {
+	var found []Info
+	for _, d := range all {
+		if b.matches(d, dfuOnly) {
+			found = append(found, d)
+		}
+	}
+	if port != "" {
 		for _, d := range found {
-			if d.Port == b.cfg.Port {
+			if d.Port == port {
 				return d, nil
 			}
 		}
-		return Info{}, fmt.Errorf("no USB device %04x:%04x at port %s: check the cable and that the device is in its bootloader: %w",
-			vid, pid, b.cfg.Port, flasher.ErrNoResponse)
+		return Info{}, fmt.Errorf("no USB device %s at port %s: check the cable and that the device is in its bootloader: %w",
+			b.ids(dfuOnly), port, flasher.ErrNoResponse)
 	}
 	switch len(found) {
 	case 0:
-		return Info{}, fmt.Errorf("no USB device %04x:%04x found: check the cable and that the device is in its bootloader: %w", vid, pid, flasher.ErrNoResponse)
+		return Info{}, fmt.Errorf("no USB device %s found: check the cable and that the device is in its bootloader: %w", b.ids(dfuOnly), flasher.ErrNoResponse)
 	case 1:
 		return found[0], nil
 	}
@@ -291,8 +337,8 @@ func (b *Backend) pick(ctx context.Context, dfuMode bool) (Info, error) {
 	for i, d := range found {
 		ports[i] = d.Port
 	}
-	return Info{}, fmt.Errorf("%d USB devices %04x:%04x found on ports %s: set the slot's port: %w",
-		len(found), vid, pid, strings.Join(ports, ", "), flasher.ErrNoResponse)
+	return Info{}, fmt.Errorf("%d USB devices %s found on ports %s: set the slot's port: %w",
+		len(found), b.ids(dfuOnly), strings.Join(ports, ", "), flasher.ErrNoResponse)
 }
 
 // readConfig reads the full configuration descriptor and finds the alt
@@ -356,11 +402,9 @@ func (b *Backend) readString(ctx context.Context, idx uint8) (string, error) {
 	return string(utf16.Decode(u)), nil
 }
 
-func (b *Backend) open(ctx context.Context, dfuMode bool) error {
-	info, err := b.pick(ctx, dfuMode)
-	if err != nil {
-		return err
-	}
+// open opens the device info names, finds the slot's alternate setting
+// (or the run-time interface) and selects it with SET_INTERFACE.
+func (b *Backend) open(ctx context.Context, info Info) error {
 	dev, err := b.bus.Open(ctx, info.Port)
 	if err != nil {
 		return fmt.Errorf("open USB device at port %s: %w: %w", info.Port, flasher.ErrNoResponse, err)
@@ -368,6 +412,12 @@ func (b *Backend) open(ctx context.Context, dfuMode bool) error {
 	b.dev, b.info, b.alt = dev, info, AltSetting{}
 	if err := b.readConfig(ctx); err != nil {
 		return err
+	}
+	// Without SET_INTERFACE the device stays on alternate setting 0
+	// (USB 2.0 section 9.1.1.5) and every request reaches alt 0's
+	// memory, whatever setting the slot names.
+	if _, err := b.dev.Control(ctx, RTypeStdOutIntf, ReqSetInterface, uint16(b.alt.Alt), uint16(b.alt.Interface), nil); err != nil {
+		return b.linkErr(fmt.Sprintf("select alternate setting %d of interface %d", b.alt.Alt, b.alt.Interface), err)
 	}
 	return nil
 }
@@ -379,13 +429,23 @@ func (b *Backend) closeDev() {
 	}
 }
 
-// connect opens the slot's device, detaching it from run-time mode when
-// needed, and leaves it in dfuIDLE.
+// connect opens the slot's device, in run-time or DFU mode, detaches it
+// to DFU mode when needed, and leaves it in dfuIDLE.
 func (b *Backend) connect(ctx context.Context) error {
 	b.closeDev()
-	if err := b.open(ctx, false); err != nil {
+	info, err := b.pick(ctx, b.cfg.Port, false)
+	if err != nil {
 		return err
 	}
+	if err := b.open(ctx, info); err != nil {
+		return err
+	}
+	return b.settle(ctx)
+}
+
+// settle takes an open device to dfuIDLE, detaching it first when it is
+// in run-time mode, and reads its DfuSe memory layout.
+func (b *Backend) settle(ctx context.Context) error {
 	if b.alt.Protocol == ProtoRuntime {
 		if err := b.detach(ctx); err != nil {
 			return err
@@ -409,8 +469,62 @@ func (b *Backend) connect(ctx context.Context) error {
 	return nil
 }
 
+// busReset resets the port. A device that re-enumerates during the reset
+// makes libusb fail the reset (or the transfers around it) with "not
+// found", "no device", an I/O error or a stall: these are the
+// re-enumeration expected, not faults. The handle is closed either way.
+func (b *Backend) busReset(ctx context.Context, op string) error {
+	err := b.dev.Reset(ctx)
+	b.closeDev()
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrGone), errors.Is(err, ErrNotFound), errors.Is(err, ErrIO), errors.Is(err, ErrStall):
+		b.log.Info("dfu: device re-enumerates after the usb reset", "port", b.info.Port, "op", op, "reset", err.Error())
+	default:
+		return b.linkErr(op+": usb reset", err)
+	}
+	return nil
+}
+
+// waitOpen waits, bounded by Config.EnumerateTimeout and ctx, for the
+// slot's device to appear on port (in DFU mode when dfuOnly), and opens
+// it. The bus has no hotplug events (gousb), so it lists the bus again
+// every 50 ms.
+func (b *Backend) waitOpen(ctx context.Context, port string, dfuOnly bool, after string) error {
+	late := errors.New("enumerate timeout")
+	ctx, cancel := context.WithTimeoutCause(ctx, b.cfg.EnumerateTimeout, late)
+	defer cancel()
+	var last error
+	for {
+		info, err := b.pick(ctx, port, dfuOnly)
+		if err == nil {
+			err = b.open(ctx, info)
+			if err == nil && dfuOnly && b.alt.Protocol != ProtoDFU {
+				err = fmt.Errorf("device at port %s is still in run-time mode", port)
+			}
+			if err == nil {
+				return nil
+			}
+			b.closeDev()
+		}
+		last = err
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			if context.Cause(ctx) == late {
+				mode := ""
+				if dfuOnly {
+					mode = " in DFU mode"
+				}
+				return fmt.Errorf("device %s at port %s did not come back%s within %s %s: check it supports DFU and power-cycle it: %w (last: %w)",
+					b.ids(dfuOnly), port, mode, b.cfg.EnumerateTimeout, after, flasher.ErrNoResponse, last)
+			}
+			return err
+		}
+	}
+}
+
 // detach sends DFU_DETACH, resets the bus when the device will not detach
-// by itself, and waits for the same port to come back in DFU mode.
+// by itself, and waits for the same port to come back in DFU mode, with
+// the DFU-mode IDs when the slot gives them.
 func (b *Backend) detach(ctx context.Context) error {
 	port := b.info.Port
 	fn := b.alt.Functional
@@ -424,28 +538,12 @@ func (b *Backend) detach(ctx context.Context) error {
 		return b.linkErr("detach", err)
 	}
 	if fn.Attributes&AttrWillDetach == 0 {
-		if err := b.dev.Reset(ctx); err != nil && !errors.Is(err, ErrGone) && !errors.Is(err, ErrNotFound) {
-			return b.linkErr("usb reset after detach", err)
-		}
-	}
-	b.closeDev()
-	deadline := time.Now().Add(b.cfg.EnumerateTimeout)
-	saved := b.cfg.Port
-	b.cfg.Port = port
-	defer func() { b.cfg.Port = saved }()
-	for {
-		if err := b.open(ctx, true); err == nil && b.alt.Protocol == ProtoDFU {
-			return nil
-		}
-		b.closeDev()
-		if time.Now().After(deadline) {
-			return fmt.Errorf("device at port %s did not come back in DFU mode within %s after detach: check it supports DFU and power-cycle it: %w",
-				port, b.cfg.EnumerateTimeout, flasher.ErrNoResponse)
-		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := b.busReset(ctx, "detach"); err != nil {
 			return err
 		}
 	}
+	b.closeDev()
+	return b.waitOpen(ctx, port, true, "after detach")
 }
 
 func (b *Backend) ensure(ctx context.Context) error {
@@ -625,16 +723,81 @@ func (b *Backend) flashPlain(ctx context.Context, img flasher.Image, total int64
 		blk++
 		progress(int64(off+len(chunk)), total)
 	}
-	// A zero-length DNLOAD ends the download and starts manifestation.
-	st, err := b.dnload(ctx, "manifest", blk, nil)
-	if err != nil {
+	return b.manifest(ctx, blk)
+}
+
+// manifest ends a plain download with a zero-length DNLOAD and sees the
+// device through manifestation (DFU 1.1 section 7 and appendix A.1):
+// dfuMANIFEST-SYNC, dfuMANIFEST, then dfuIDLE on a manifestation-tolerant
+// device. A device with bitManifestationTolerant clear goes from
+// dfuMANIFEST to dfuMANIFEST-WAIT-RESET, where only a USB reset moves it
+// (section 6.1.2), and it need not answer GETSTATUS in dfuMANIFEST at all
+// ("not all devices will be able to respond"): once it has reported
+// manifestation, a request it leaves unanswered is taken as that. It is
+// then reset, and the backend waits for it to re-enumerate on the same
+// port, in DFU or run-time mode, and opens it again, so that Verify can
+// read it back. Every wait is bounded.
+func (b *Backend) manifest(ctx context.Context, blk uint16) error {
+	const op = "manifest"
+	if _, err := b.control(ctx, RTypeClassOut, ReqDnload, blk, nil); err != nil {
+		if errors.Is(err, ErrStall) {
+			if st, serr := b.getStatus(ctx); serr == nil && st.Status != StatusOK {
+				return &StatusError{Op: op, Status: st.Status, State: st.State}
+			}
+		}
+		return b.linkErr(op, err)
+	}
+	tolerant := b.alt.Functional.Attributes&AttrManifestationTolerant != 0
+	deadline := time.Now().Add(DefaultStatusTimeout)
+	manifesting := false
+poll:
+	for {
+		st, err := b.getStatus(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !tolerant && manifesting {
+				b.log.Info("dfu: device stopped answering during manifestation, as a device that is not manifestation-tolerant may",
+					"port", b.info.Port, "err", err.Error())
+				break poll
+			}
+			return b.linkErr(op+": get status", err)
+		}
+		if st.Status != StatusOK || st.State == DfuError {
+			return &StatusError{Op: op, Status: st.Status, State: st.State}
+		}
+		switch st.State {
+		case DfuIdle:
+			if tolerant {
+				return nil
+			}
+			// A device that says it is not tolerant yet comes back to
+			// dfuIDLE has manifested; it is reset all the same.
+			break poll
+		case DfuManifestWaitReset:
+			break poll
+		case DfuManifestSync, DfuManifest:
+			manifesting = true
+		default:
+			return &StatusError{Op: op + ": unexpected state", Status: st.Status, State: st.State}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: device stays in %s for %s, power-cycle it and retry: %w", op, st.State, DefaultStatusTimeout, flasher.ErrNoResponse)
+		}
+		if err := sleepCtx(ctx, time.Duration(st.PollTimeout)*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	port := b.info.Port
+	b.log.Info("dfu: device manifested and waits for a usb reset; resetting it", "port", port)
+	if err := b.busReset(ctx, op); err != nil {
 		return err
 	}
-	if st.State == DfuManifestWaitReset || b.alt.Functional.Attributes&AttrManifestationTolerant == 0 {
-		b.log.Info("dfu: device manifested and waits for a reset", "port", b.info.Port)
-		return nil
+	if err := b.waitOpen(ctx, port, false, "after the usb reset that ends manifestation"); err != nil {
+		return err
 	}
-	return nil
+	return b.settle(ctx)
 }
 
 // upload reads n bytes. On DfuSe it sets the address pointer and uploads
@@ -772,8 +935,8 @@ func (b *Backend) Reset(ctx context.Context) (string, error) {
 		}
 		return "", nil
 	}
-	if err := b.dev.Reset(ctx); err != nil && !errors.Is(err, ErrGone) && !errors.Is(err, ErrNotFound) {
-		return "", b.linkErr("usb reset", err)
+	if err := b.busReset(ctx, "reset"); err != nil {
+		return "", err
 	}
 	return "", nil
 }

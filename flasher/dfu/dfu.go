@@ -29,6 +29,15 @@ const (
 	ReqGetDesc    = 6    // GET_DESCRIPTOR (USB 2.0 table 9-4)
 )
 
+// SET_INTERFACE (USB 2.0 section 9.4.10): wValue is the alternate
+// setting, wIndex the interface. A configured device uses alternate
+// setting 0 until it is sent (section 9.1.1.5), so a DFU device
+// addresses the memory of alt 0 until the host selects another.
+const (
+	RTypeStdOutIntf = 0x01 // host to device, standard, interface
+	ReqSetInterface = 11   // SET_INTERFACE
+)
+
 // Descriptor types (USB 2.0 table 9-5 and DFU 1.1 section 4.1.3).
 const (
 	DescDevice     = 0x01
@@ -121,6 +130,12 @@ var (
 	ErrGone = errors.New("usb: device gone")
 	// ErrNotFound means no device is at the port path asked for.
 	ErrNotFound = errors.New("usb: no device at port")
+	// ErrTimeout means the device did not answer a control request
+	// within the transfer's timeout: it NAKed or was not listening.
+	ErrTimeout = errors.New("usb: control request timed out")
+	// ErrIO means the transfer failed on the wire (libusb's
+	// LIBUSB_ERROR_IO), as it does while a device drops off the bus.
+	ErrIO = errors.New("usb: i/o error")
 )
 
 // Device is the narrow USB interface the backend needs: control transfers
@@ -130,7 +145,10 @@ type Device interface {
 	// bytes transferred. data is sent for OUT requests (rType bit 7
 	// clear) and filled for IN requests.
 	Control(ctx context.Context, rType, request uint8, val, idx uint16, data []byte) (int, error)
-	// Reset issues a USB port reset; the device may re-enumerate.
+	// Reset issues a USB port reset. A device that re-enumerates during the reset (it leaves
+	// DFU mode, or its descriptors change) makes Reset return an error
+	// wrapping ErrGone, ErrNotFound, ErrIO or ErrStall; the handle is
+	// then stale and the device must be found again on its port.
 	Reset(ctx context.Context) error
 	// Close releases the device.
 	Close() error

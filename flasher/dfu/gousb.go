@@ -110,6 +110,15 @@ func (b *GousbBus) Open(ctx context.Context, port string) (Device, error) {
 	return &gousbDevice{d: d}, nil
 }
 
+// gousbDevice is an open device. It claims no interface through gousb:
+// gousb's Config.Interface selects an alternate setting with
+// USBDEVFS_SETINTERFACE, which umockdev cannot replay. usbfs claims the
+// DFU interface for this handle at the first request addressed to it
+// (Linux drivers/usb/core/devio.c, checkintf), and the backend selects
+// the alternate setting with a SET_INTERFACE control request: a DFU
+// interface has no endpoints besides the control pipe (DFU 1.1 section
+// 4.2.3, bNumEndpoints 0), so the kernel's endpoint bookkeeping for the
+// setting, all that the ioctl adds, has nothing to do.
 type gousbDevice struct{ d *gousb.Device }
 
 func mapUSBErr(err error) error {
@@ -120,6 +129,10 @@ func mapUSBErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrStall, err)
 	case errors.Is(err, gousb.ErrorNoDevice), errors.Is(err, gousb.ErrorNotFound):
 		return fmt.Errorf("%w: %w", ErrGone, err)
+	case errors.Is(err, gousb.ErrorTimeout):
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	case errors.Is(err, gousb.ErrorIO):
+		return fmt.Errorf("%w: %w", ErrIO, err)
 	}
 	return err
 }
@@ -134,7 +147,12 @@ func (g *gousbDevice) Control(ctx context.Context, rType, request uint8, val, id
 	return n, mapUSBErr(err)
 }
 
-// Reset implements Device.
+// Reset implements Device. libusb_reset_device reports a device that
+// re-enumerates as LIBUSB_ERROR_NOT_FOUND (libusb's documentation), and
+// transfers to a device that is dropping off the bus fail with
+// LIBUSB_ERROR_NO_DEVICE, _IO or _PIPE: each is returned mapped to
+// ErrGone, ErrIO or ErrStall for the backend to take as the
+// re-enumeration it expects.
 func (g *gousbDevice) Reset(ctx context.Context) error { return mapUSBErr(g.d.Reset()) }
 
 // Close implements Device.

@@ -350,27 +350,39 @@ func (d *s3EFuse) wait(ctx context.Context, e *efuseIO) error {
 }
 
 // LockOptions lists the lock eFuses of the identified chip, by espefuse
-// name. Before Identify it lists those of the chip Config.Chip names, or
-// of every chip the backend knows.
+// name. Before Identify it lists those Plan gives.
 func (b *Backend) LockOptions() []string {
-	switch {
-	case b.chip != nil:
+	if b.chip != nil {
 		return b.chip.lockNames()
-	case b.cfg.Chip != "":
-		if c, err := chipByKey(b.cfg.Chip); err == nil {
-			return c.lockNames()
-		}
-		return nil
 	}
-	var names []string
+	p, _ := Plan(b.cfg)
+	return p.Locks
+}
+
+// Plan is what a slot with cfg offers before its chip is identified: the
+// lock eFuses of the chip cfg.Chip names, or of every chip the backend
+// knows when it names none (preflight checks the chip's own), and the
+// flash cfg.FlashSize gives. A chip the backend does not know is an
+// error.
+func Plan(cfg Config) (flasher.Plan, error) {
+	cfg = cfg.withDefaults()
+	p := flasher.Plan{Device: "the ESP chip", Flash: []flasher.Range{{Start: 0, End: uint64(cfg.FlashSize)}}}
+	if cfg.Chip != "" {
+		c, err := chipByKey(cfg.Chip)
+		if err != nil {
+			return flasher.Plan{}, err
+		}
+		p.Device, p.Locks = c.Name, c.lockNames()
+		return p, nil
+	}
 	for _, c := range chips {
 		for _, n := range c.lockNames() {
-			if !slices.Contains(names, n) {
-				names = append(names, n)
+			if !slices.Contains(p.Locks, n) {
+				p.Locks = append(p.Locks, n)
 			}
 		}
 	}
-	return names
+	return p, nil
 }
 
 // readBlock0 reads the BLOCK0 words that hold WR_DIS (word 0) and the

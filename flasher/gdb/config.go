@@ -271,3 +271,25 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// Plan is what the slot offers before the target is reached: the lock
+// (Config.LockName) where the target and server have one the station can
+// read back, and the flash regions of the target's memory map (the
+// server's own map, read at Identify, is checked again then).
+func (c Config) Plan() (flasher.Plan, error) {
+	r, err := c.resolve()
+	if err != nil {
+		return flasher.Plan{}, err
+	}
+	c = c.withDefaults()
+	p := flasher.Plan{Device: fmt.Sprintf("target %s", cmp.Or(c.TargetName, r.chip))}
+	if r.lock != nil || r.optionLock != nil {
+		p.Locks = []string{c.LockName}
+	}
+	for _, g := range r.memoryMap {
+		if g.Type == rsp.MemFlash {
+			p.Flash = append(p.Flash, flasher.Range{Start: g.Start, End: g.End()})
+		}
+	}
+	return p, nil
+}

@@ -154,6 +154,7 @@ type Backend struct {
 	cmds      []Command
 	uid       string
 	locked    bool
+	report    flasher.LockReport // what the last Lock read back
 }
 
 var _ flasher.Backend = (*Backend)(nil)
@@ -200,7 +201,7 @@ func (b *Backend) Identify(ctx context.Context) (flasher.Device, error) {
 	if err := b.port.SetReadTimeout(pollInterval); err != nil {
 		return flasher.Device{}, fmt.Errorf("identify: set the port's read timeout: %w: %w", err, flasher.ErrLinkLost)
 	}
-	if err := b.connect(ctx); err != nil {
+	if _, err := b.connect(ctx); err != nil {
 		return flasher.Device{}, fmt.Errorf("identify: %w", err)
 	}
 	pid, err := b.info(ctx)
@@ -249,32 +250,33 @@ func (b *Backend) Identify(ctx context.Context) (flasher.Device, error) {
 }
 
 // connect resets the chip into its bootloader and synchronises, up to
-// ConnectAttempts times.
-func (b *Backend) connect(ctx context.Context) error {
+// ConnectAttempts times. It returns the answer to the init byte (see
+// sync).
+func (b *Backend) connect(ctx context.Context) (byte, error) {
 	for attempt := range b.cfg.ConnectAttempts {
 		if b.cfg.ResetSequence != ResetNone {
 			if err := b.enterBootloader(ctx); err != nil {
-				return fmt.Errorf("connect: %w", err)
+				return 0, fmt.Errorf("connect: %w", err)
 			}
 		}
 		if err := b.link.flush(); err != nil {
-			return fmt.Errorf("connect: %w", err)
+			return 0, fmt.Errorf("connect: %w", err)
 		}
-		err := b.sync(ctx)
+		answer, err := b.sync(ctx)
 		if err == nil {
 			b.log.Debug("stm32 synchronised", "attempt", attempt+1)
-			return nil
+			return answer, nil
 		}
 		var na *noAnswerError
 		if !errors.As(err, &na) {
-			return fmt.Errorf("connect: %w", err)
+			return 0, fmt.Errorf("connect: %w", err)
 		}
 	}
 	hint := " (check that BOOT0 is high at reset and that the reset sequence matches the jig's wiring)"
 	if b.cfg.ResetSequence == ResetNone {
 		hint = " (reset sequence none: the jig must hold BOOT0 high and power the chip up into its bootloader)"
 	}
-	return fmt.Errorf("connect: no answer to the init byte 0x7F after %d attempts%s: %w",
+	return 0, fmt.Errorf("connect: no answer to the init byte 0x7F after %d attempts%s: %w",
 		b.cfg.ConnectAttempts, hint, flasher.ErrNoResponse)
 }
 
@@ -282,13 +284,13 @@ func (b *Backend) connect(ctx context.Context) error {
 // NACK: a session was already open and took 0x7F for a bad command.
 // Silence: an open session may have taken 0x7F as the first byte of a
 // command; a second 0x7F then makes it answer NACK (stm32flash's
-// stm32_send_init_seq).
-func (b *Backend) sync(ctx context.Context) error {
+// stm32_send_init_seq). It returns the answer, ACK or NACK.
+func (b *Backend) sync(ctx context.Context) (byte, error) {
 	l := b.link
 	for i := range 2 {
 		l.tracef("> init 0x7F")
 		if err := l.write([]byte{Init}); err != nil {
-			return err
+			return 0, err
 		}
 		c, err := l.readFull(ctx, 1, "init", b.cfg.SyncTimeout)
 		var na *noAnswerError
@@ -296,19 +298,19 @@ func (b *Backend) sync(ctx context.Context) error {
 		case errors.As(err, &na) && i == 0:
 			continue
 		case err != nil:
-			return err
+			return 0, err
 		case c[0] == ACK:
 			l.tracef("< init: ACK")
-			return nil
+			return ACK, nil
 		case c[0] == NACK:
 			l.tracef("< init: NACK (a session was open)")
-			return nil
+			return NACK, nil
 		}
 		l.tracef("< init: unexpected byte %#02x", c[0])
 		_ = l.flush()
-		return &noAnswerError{what: "init", wait: b.cfg.SyncTimeout}
+		return 0, &noAnswerError{what: "init", wait: b.cfg.SyncTimeout}
 	}
-	return &noAnswerError{what: "init", wait: b.cfg.SyncTimeout}
+	return 0, &noAnswerError{what: "init", wait: b.cfg.SyncTimeout}
 }
 
 // info runs GET and GET ID and returns the product id.
@@ -354,6 +356,26 @@ func (b *Backend) info(ctx context.Context) (uint16, error) {
 	pid := binary.BigEndian.Uint16(p)
 	l.tracef("< GET ID: PID %#03x", pid)
 	return pid, nil
+}
+
+// getVersion runs GET VERSION & READ PROTECTION STATUS: the bootloader
+// version and two option bytes, which AN3155 gives as 0x00 0x00, kept
+// for compatibility with the generic protocol: the answer does not tell
+// the read protection state, READ MEMORY does.
+func (b *Backend) getVersion(ctx context.Context) ([]byte, error) {
+	l := b.link
+	if err := l.command(ctx, CmdGetVersion); err != nil {
+		return nil, fmt.Errorf("GET VERSION: %w", err)
+	}
+	p, err := l.readFull(ctx, 3, "GET VERSION", ackTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("GET VERSION: %w", err)
+	}
+	if err := l.ack(ctx, CmdGetVersion, "end", ackTimeout); err != nil {
+		return nil, fmt.Errorf("GET VERSION: %w", err)
+	}
+	l.tracef("< GET VERSION: % #x", p)
+	return p, nil
 }
 
 // has reports whether GET listed cmd.
@@ -437,26 +459,27 @@ func (b *Backend) enterBootloader(ctx context.Context) error {
 }
 
 // resync waits for the chip to come back from a reset it did itself
-// (after READOUT PROTECT or UNPROTECT) and synchronises again.
-func (b *Backend) resync(ctx context.Context) error {
+// (after READOUT PROTECT or UNPROTECT) and synchronises again; it
+// returns the answer to the init byte. GET and GET ID are the caller's.
+func (b *Backend) resync(ctx context.Context) (byte, error) {
 	var err error
 	for range b.cfg.ConnectAttempts + 2 {
 		if err = flasher.Sleep(ctx, b.cfg.BootDelay); err != nil {
-			return err
+			return 0, err
 		}
 		if err = b.link.flush(); err != nil {
-			return err
+			return 0, err
 		}
-		if err = b.sync(ctx); err == nil {
-			_, err = b.info(ctx)
-			return err
+		var answer byte
+		if answer, err = b.sync(ctx); err == nil {
+			return answer, nil
 		}
 		var na *noAnswerError
 		if !errors.As(err, &na) {
-			return err
+			return 0, err
 		}
 	}
-	return fmt.Errorf("the device did not come back into its bootloader after resetting itself (BOOT0 must stay high): %w", err)
+	return 0, fmt.Errorf("the device did not come back into its bootloader after resetting itself (BOOT0 must stay high): %w", err)
 }
 
 // Reset restarts the device into its application: with a reset sequence,

@@ -7,10 +7,11 @@
 // through DTR and RTS, the 0x7F auto-baud handshake, GET for the command
 // set, GET ID for the product id, the 96-bit unique id read with READ
 // MEMORY as hardware id), flash (EXTENDED ERASE or ERASE of the pages the
-// image covers, then WRITE MEMORY in 256-byte blocks), verify (the
-// bootloader's CRC command 0xA1 where GET lists it, READ MEMORY readback
-// otherwise), lock (READOUT PROTECT, "rdp") and the final reset into the
-// application.
+// image covers, then WRITE MEMORY in 256-byte blocks of whole program
+// units), verify (the bootloader's CRC command 0xA1 where GET lists it,
+// READ MEMORY readback otherwise), lock (READOUT PROTECT, "rdp", read back
+// in a fresh bootloader session and reported through
+// [Backend.LockReport]) and the final reset into the application.
 //
 // The backend drives a [Port] that is already open: the fixture opens the
 // serial port 8E1 as hardware wants ([DefaultMode]); simulators on a

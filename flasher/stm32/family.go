@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/station-dev/station/flasher"
 )
 
 // Family is what the backend knows of one STM32 product id: where flash,
@@ -31,6 +33,17 @@ type Family struct {
 	UIDAddr uint32
 	// FlashSizeAddr is the 16-bit flash size register, in KiB.
 	FlashSizeAddr uint32
+	// ProgramUnit is how many bytes the flash interface programs at
+	// once, each unit only once between two erases: 2 (a half-word,
+	// F0/F1: PGERR), 8 (a double word, L4/G0: PROGERR), 1 where
+	// programming only clears bits (F2/F4). Flash writes whole units.
+	ProgramUnit uint32
+	// RDPAddr is the option byte that holds the read protection level,
+	// which READ MEMORY reads on an unprotected chip.
+	RDPAddr uint32
+	// RDPLevel0 is the value of that byte with no read protection;
+	// any other value protects the flash.
+	RDPLevel0 byte
 }
 
 const kib = 1024
@@ -43,34 +56,48 @@ var f4Sectors = []uint32{16 * kib, 16 * kib, 16 * kib, 16 * kib, 64 * kib, 128 *
 // flash ranges: AN2606 "Bootloader device-dependent parameters" (as
 // stm32flash's dev_table.c carries them). Unique id and flash size
 // register addresses: the "Device electronic signature" chapter of each
-// reference manual named below.
+// reference manual named below. Programming units: the Flash chapter of
+// the same manuals (F0/F1 "Main Flash memory programming", PM0075 for
+// the F1; F4 "Programming"; L4/G0 "Flash program and erase operations").
+// Read protection option byte: the "Option bytes" section of the same
+// chapter: F0/F1 the RDP byte at 0x1FFFF800 (F1: 0xA5 unprotected; F0:
+// 0xAA level 0, 0xCC level 2), F4 bits 15:8 of the option word at
+// 0x1FFFC000, L4/G0 bits 7:0 of FLASH_OPTR's copy at 0x1FFF7800 (0xAA
+// level 0, 0xCC level 2).
 var families = []*Family{
 	// RM0091 (STM32F0x1/x2/x8): UID at 0x1FFFF7AC, flash size at
 	// 0x1FFFF7CC; F030x8/F05x: 64 KiB in 1 KiB pages.
 	{PID: 0x440, Key: "f0", Name: "STM32F030x8/F05xxx", FlashBase: 0x08000000, FlashSize: 64 * kib,
-		Pages: []uint32{1 * kib}, UIDAddr: 0x1FFFF7AC, FlashSizeAddr: 0x1FFFF7CC},
+		Pages: []uint32{1 * kib}, UIDAddr: 0x1FFFF7AC, FlashSizeAddr: 0x1FFFF7CC, ProgramUnit: 2,
+		RDPAddr: 0x1FFFF800, RDPLevel0: 0xAA},
 	// RM0008 (STM32F101/102/103/105/107): UID at 0x1FFFF7E8, flash
 	// size at 0x1FFFF7E0; medium density: up to 128 KiB in 1 KiB pages.
 	{PID: 0x410, Key: "f1-md", Name: "STM32F10xxx Medium-density", FlashBase: 0x08000000, FlashSize: 128 * kib,
-		Pages: []uint32{1 * kib}, UIDAddr: 0x1FFFF7E8, FlashSizeAddr: 0x1FFFF7E0},
+		Pages: []uint32{1 * kib}, UIDAddr: 0x1FFFF7E8, FlashSizeAddr: 0x1FFFF7E0, ProgramUnit: 2,
+		RDPAddr: 0x1FFFF800, RDPLevel0: 0xA5},
 	// RM0008: high density: up to 512 KiB in 2 KiB pages.
 	{PID: 0x414, Key: "f1-hd", Name: "STM32F10xxx High-density", FlashBase: 0x08000000, FlashSize: 512 * kib,
-		Pages: []uint32{2 * kib}, UIDAddr: 0x1FFFF7E8, FlashSizeAddr: 0x1FFFF7E0},
+		Pages: []uint32{2 * kib}, UIDAddr: 0x1FFFF7E8, FlashSizeAddr: 0x1FFFF7E0, ProgramUnit: 2,
+		RDPAddr: 0x1FFFF800, RDPLevel0: 0xA5},
 	// RM0090 (STM32F405/415, F407/417, F42x/43x): UID at 0x1FFF7A10,
 	// flash size at 0x1FFF7A22; F405/407: 1 MiB in sectors 0-11.
 	{PID: 0x413, Key: "f4", Name: "STM32F40xxx/41xxx", FlashBase: 0x08000000, FlashSize: 1024 * kib,
-		Pages: f4Sectors, UIDAddr: 0x1FFF7A10, FlashSizeAddr: 0x1FFF7A22},
+		Pages: f4Sectors, UIDAddr: 0x1FFF7A10, FlashSizeAddr: 0x1FFF7A22, ProgramUnit: 1,
+		RDPAddr: 0x1FFFC001, RDPLevel0: 0xAA},
 	// RM0090: F42x/43x: 2 MiB in two banks, sectors 0-11 and 12-23.
 	{PID: 0x419, Key: "f42", Name: "STM32F42xxx/43xxx", FlashBase: 0x08000000, FlashSize: 2048 * kib,
-		Pages: slices.Concat(f4Sectors, f4Sectors), UIDAddr: 0x1FFF7A10, FlashSizeAddr: 0x1FFF7A22},
+		Pages: slices.Concat(f4Sectors, f4Sectors), UIDAddr: 0x1FFF7A10, FlashSizeAddr: 0x1FFF7A22, ProgramUnit: 1,
+		RDPAddr: 0x1FFFC001, RDPLevel0: 0xAA},
 	// RM0351 (STM32L47x/48x): UID at 0x1FFF7590, flash size at
 	// 0x1FFF75E0; 1 MiB in 2 KiB pages.
 	{PID: 0x415, Key: "l4", Name: "STM32L47xxx/48xxx", FlashBase: 0x08000000, FlashSize: 1024 * kib,
-		Pages: []uint32{2 * kib}, UIDAddr: 0x1FFF7590, FlashSizeAddr: 0x1FFF75E0},
+		Pages: []uint32{2 * kib}, UIDAddr: 0x1FFF7590, FlashSizeAddr: 0x1FFF75E0, ProgramUnit: 8,
+		RDPAddr: 0x1FFF7800, RDPLevel0: 0xAA},
 	// RM0444 (STM32G0x1): UID at 0x1FFF7590, flash size at 0x1FFF75E0;
 	// G07x/08x: 128 KiB in 2 KiB pages.
 	{PID: 0x460, Key: "g0", Name: "STM32G07xxx/08xxx", FlashBase: 0x08000000, FlashSize: 128 * kib,
-		Pages: []uint32{2 * kib}, UIDAddr: 0x1FFF7590, FlashSizeAddr: 0x1FFF75E0},
+		Pages: []uint32{2 * kib}, UIDAddr: 0x1FFF7590, FlashSizeAddr: 0x1FFF75E0, ProgramUnit: 8,
+		RDPAddr: 0x1FFF7800, RDPLevel0: 0xAA},
 }
 
 // Families returns the families the backend knows, in table order.
@@ -137,4 +164,22 @@ func (f *Family) pagesCovering(size, from, to uint32) []page {
 		addr = p.end
 	}
 	return out
+}
+
+// Plan is what a slot whose fixture names family (a Config.Family; ""
+// for any) offers before the chip is identified: read-out protection, and
+// the largest flash of the family (the part's own size is read at
+// preflight). An unknown family is an error.
+func Plan(family string) (flasher.Plan, error) {
+	p := flasher.Plan{Device: "the STM32", Locks: []string{LockRDP}}
+	if family == "" {
+		return p, nil
+	}
+	f, err := familyByKey(family)
+	if err != nil {
+		return flasher.Plan{}, err
+	}
+	p.Device = f.Name
+	p.Flash = []flasher.Range{{Start: uint64(f.FlashBase), End: uint64(f.FlashBase) + uint64(f.FlashSize)}}
+	return p, nil
 }

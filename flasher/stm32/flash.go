@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -34,9 +36,13 @@ func (b *Backend) checkImage(img flasher.Image) error {
 
 // Flash erases the pages img covers (or all of flash with
 // Config.MassErase) and writes img in 256-byte blocks, reporting
-// progress after each block. A NACKed block fails with flasher.ErrWrite
-// and its address; a device that stops answering with
-// flasher.ErrLinkLost.
+// progress in image bytes after each block. It writes whole program
+// units of the family's flash (see writeRuns), so that no half-word or
+// double word is programmed twice between erases. A NACKed block fails
+// with flasher.ErrWrite and its address; a device that stops answering
+// with flasher.ErrLinkLost. Each call erases again every page it writes,
+// so a Flash retried after a failed one (which may have left a block
+// partly programmed) never programs flash that is not erased.
 func (b *Backend) Flash(ctx context.Context, img flasher.Image, progress flasher.Progress) error {
 	if err := b.ready("flash"); err != nil {
 		return err
@@ -50,26 +56,66 @@ func (b *Backend) Flash(ctx context.Context, img flasher.Image, progress flasher
 	if progress == nil {
 		progress = func(int64, int64) {}
 	}
+	runs := writeRuns(img, b.fam.ProgramUnit)
 	start := time.Now()
-	if err := b.erase(ctx, img); err != nil {
+	if err := b.erase(ctx, runs); err != nil {
 		return err
 	}
 	erased := time.Since(start)
 	total, done := img.Size(), int64(0)
 	progress(0, total)
-	for _, s := range img.Segments {
-		for off := 0; off < len(s.Data); off += BlockSize {
-			addr := uint32(s.Addr) + uint32(off)
-			chunk := s.Data[off:min(off+BlockSize, len(s.Data))]
+	for _, r := range runs {
+		for off := 0; off < len(r.Data); off += BlockSize {
+			addr := uint32(r.Addr) + uint32(off)
+			chunk := r.Data[off:min(off+BlockSize, len(r.Data))]
 			if err := b.writeBlock(ctx, addr, chunk); err != nil {
 				return err
 			}
-			done += int64(len(chunk))
+			done += imageBytes(img, uint64(addr), uint64(addr)+uint64(len(chunk)))
 			progress(done, total)
 		}
 	}
 	b.log.Info("stm32 flash written", "bytes", total, "erase", erased, "took", time.Since(start))
 	return nil
+}
+
+// writeRuns returns what Flash erases and writes for img: each segment
+// widened to whole program units of unit bytes (at least 4, the
+// alignment WRITE MEMORY wants), segments that share a unit merged into
+// one run, and the widening and the gaps filled with 0xFF, the erased
+// value. Written in 256-byte blocks from their starts, two blocks never
+// share a unit: F0/F1 flash refuses to program a half-word that is not
+// erased (PGERR) and L4/G0 flash a double word (PROGERR), even with the
+// bytes it holds, so a double word split over two WRITE MEMORY commands
+// fails on the second.
+func writeRuns(img flasher.Image, unit uint32) []flasher.Segment {
+	u := uint64(max(unit, 4))
+	var runs []flasher.Segment
+	for _, s := range img.Segments {
+		lo, hi := s.Addr-s.Addr%u, s.End()+(u-s.End()%u)%u
+		n := len(runs)
+		if n == 0 || lo >= runs[n-1].End() {
+			runs = append(runs, flasher.Segment{Name: s.Name, Addr: lo})
+			n++
+		}
+		r := &runs[n-1]
+		for r.End() < hi {
+			r.Data = append(r.Data, 0xFF)
+		}
+		copy(r.Data[s.Addr-r.Addr:], s.Data)
+	}
+	return runs
+}
+
+// imageBytes counts the bytes of img in [from, to).
+func imageBytes(img flasher.Image, from, to uint64) int64 {
+	var n int64
+	for _, s := range img.Segments {
+		if lo, hi := max(s.Addr, from), min(s.End(), to); lo < hi {
+			n += int64(hi - lo)
+		}
+	}
+	return n
 }
 
 // writeBlock runs one WRITE MEMORY.
@@ -91,8 +137,8 @@ func (b *Backend) writeBlock(ctx context.Context, addr uint32, data []byte) erro
 	return b.fail(err, "flash: write %d bytes at %#08x", len(data), addr)
 }
 
-// erase erases the pages the image covers, or all of flash.
-func (b *Backend) erase(ctx context.Context, img flasher.Image) error {
+// erase erases the pages the runs cover, or all of flash.
+func (b *Backend) erase(ctx context.Context, runs []flasher.Segment) error {
 	ext := b.has(CmdExtendedErase)
 	if !ext && !b.has(CmdErase) {
 		return b.fail(flasher.ErrUnsupported, "flash: the bootloader lists neither ERASE nor EXTENDED ERASE")
@@ -121,7 +167,7 @@ func (b *Backend) erase(ctx context.Context, img flasher.Image) error {
 		return nil
 	}
 	var pages []uint16
-	for _, s := range img.Segments {
+	for _, s := range runs {
 		for _, p := range b.fam.pagesCovering(b.flashSize, uint32(s.Addr), uint32(s.End())) {
 			if !slices.Contains(pages, uint16(p.index)) {
 				pages = append(pages, uint16(p.index))
@@ -263,11 +309,24 @@ func (b *Backend) deviceCRC(ctx context.Context, addr, n uint32) (uint32, error)
 // level 1.
 func (b *Backend) LockOptions() []string { return []string{LockRDP} }
 
-// Lock applies read-out protection with READOUT PROTECT. The bootloader
-// programs the option bytes and resets the chip; the backend then
-// synchronises again (BOOT0 is still high) and checks that READ MEMORY is
-// refused. Protection already in place is not an error.
+// Lock applies read-out protection (RDP level 1) with READOUT PROTECT
+// and reads it back from the device; LockReport returns what was read.
+// The bootloader programs the option bytes and resets the chip. The
+// read-back is a fresh bootloader handshake after that reset (the jig
+// pulses NRST with BOOT0 high where it drives the lines; with
+// ResetSequence none the backend waits for the chip to come back): the
+// init byte, GET, GET VERSION, GET ID, then READ MEMORY of the unique id,
+// which a protected chip refuses with NACK (AN3155 "Read Memory
+// command"). A chip that still answers it fails with
+// flasher.ErrLockNotSet naming the command, the read protection option
+// byte and the values read and wanted.
+//
+// Protection already in place is not an error, but it is read back too,
+// never assumed: whether Identify found it or READOUT PROTECT was
+// refused with NACK (AN3155: the answer of a chip already protected,
+// and of one that refuses for another reason).
 func (b *Backend) Lock(ctx context.Context, opts []string) error {
+	b.report = flasher.LockReport{State: map[string]bool{}}
 	if err := b.ready("lock"); err != nil {
 		return err
 	}
@@ -278,38 +337,133 @@ func (b *Backend) Lock(ctx context.Context, opts []string) error {
 		}
 		want = true
 	}
-	if !want || b.locked {
+	if !want {
 		return nil
 	}
-	if !b.has(CmdReadoutProtect) {
-		return b.fail(flasher.ErrUnsupported, "lock: the bootloader does not list READOUT PROTECT")
-	}
-	l := b.link
-	if err := l.command(ctx, CmdReadoutProtect); err != nil {
-		if isNack(err) {
-			// AN3155: NACK when protection is already active.
-			b.locked = true
-			return nil
-		}
-		return b.fail(err, "lock: READOUT PROTECT")
-	}
-	if err := l.ack(ctx, CmdReadoutProtect, "completion", protectTimeout); err != nil {
-		return b.fail(err, "lock: READOUT PROTECT")
-	}
-	b.locked = true
-	if err := b.resync(ctx); err != nil {
-		return b.fail(err, "lock: after READOUT PROTECT")
-	}
-	_, err := b.readMemory(ctx, b.fam.UIDAddr, 12)
+	b.report.State[LockRDP] = false
+	stage, selfReset := "after READOUT PROTECT and the chip's reset", true
 	switch {
-	case err == nil:
-		return b.fail(flasher.ErrWrite, "lock: READOUT PROTECT was acknowledged but READ MEMORY still works")
-	case !isNack(err):
-		return b.fail(err, "lock: check the protection")
+	case b.locked:
+		stage, selfReset = "already protected", false
+	case !b.has(CmdReadoutProtect):
+		return b.fail(flasher.ErrUnsupported, "lock: the bootloader does not list READOUT PROTECT")
+	default:
+		l := b.link
+		err := l.command(ctx, CmdReadoutProtect)
+		switch {
+		case isNack(err):
+			b.reading("lock", "READOUT PROTECT answer", 0, hexByte(NACK), "")
+			stage, selfReset = "after READOUT PROTECT was refused", false
+		case err != nil:
+			return b.fail(err, "lock: READOUT PROTECT")
+		default:
+			if err := l.ack(ctx, CmdReadoutProtect, "completion", protectTimeout); err != nil {
+				return b.fail(err, "lock: READOUT PROTECT")
+			}
+			b.reading("lock", "READOUT PROTECT answer", 0, hexByte(ACK)+" "+hexByte(ACK), "")
+		}
 	}
-	b.log.Info("stm32 read-out protection set")
+	if err := b.readBack(ctx, stage, selfReset); err != nil {
+		return err
+	}
+	b.log.Info("stm32 read-out protection read back", "stage", stage)
 	return nil
 }
+
+// readBack starts a fresh bootloader session and reads the protection
+// back (see Lock); selfReset says that the chip is resetting itself.
+func (b *Backend) readBack(ctx context.Context, stage string, selfReset bool) error {
+	l := b.link
+	var answer byte
+	var err error
+	switch {
+	case b.cfg.ResetSequence != ResetNone:
+		answer, err = b.connect(ctx)
+	case selfReset:
+		answer, err = b.resync(ctx)
+	default:
+		// BOOT0 strapped and nothing resets the chip: the session it
+		// has is the only one.
+		if err = l.flush(); err == nil {
+			answer, err = b.sync(ctx)
+		}
+	}
+	if err != nil {
+		return b.fail(err, "lock: read back: synchronise")
+	}
+	b.reading(stage, "init 0x7F answer", 0, hexByte(answer), "")
+	pid, err := b.info(ctx)
+	if err != nil {
+		return b.fail(err, "lock: read back")
+	}
+	b.reading(stage, "GET bootloader version", 0, hexByte(b.version), "")
+	if b.has(CmdGetVersion) {
+		v, err := b.getVersion(ctx)
+		if err != nil {
+			return b.fail(err, "lock: read back")
+		}
+		b.reading(stage, "GET VERSION version and option bytes", 0, fmt.Sprintf("% #x", v), "")
+	}
+	b.reading(stage, "GET ID product id", 0, fmt.Sprintf("%#03x", pid), fmt.Sprintf("%#03x", b.fam.PID))
+	if pid != b.fam.PID {
+		return b.fail(flasher.ErrUnsupported, "lock: read back: the device answers with product id %#03x, not the %s's %#03x that was identified", pid, b.fam.Name, b.fam.PID)
+	}
+	const refused = "0x1f (NACK: read-out protection refuses the read)"
+	uid, err := b.readMemory(ctx, b.fam.UIDAddr, 12)
+	var nack *NackError
+	switch {
+	case errors.As(err, &nack) && nack.Stage == "command":
+		b.reading(stage, "READ MEMORY of the unique id", b.fam.UIDAddr, hexByte(NACK), refused)
+		b.report.State[LockRDP] = true
+		b.locked = true
+		return nil
+	case err != nil && !isNack(err):
+		return b.fail(err, "lock: read back: READ MEMORY of the unique id at %#08x", b.fam.UIDAddr)
+	}
+	b.locked = false
+	got := hexByte(ACK)
+	if err == nil {
+		got += " then " + hex.EncodeToString(uid)
+	} else {
+		got += " then " + hexByte(NACK) + " to the " + nack.Stage
+	}
+	b.reading(stage, "READ MEMORY of the unique id", b.fam.UIDAddr, got, refused)
+	// An unprotected chip also shows its option bytes: the level byte
+	// names what did not take.
+	rdp := "cannot be read"
+	if v, err := b.readMemory(ctx, b.fam.RDPAddr, 1); err == nil {
+		rdp = fmt.Sprintf("reads %s", hexByte(v[0]))
+		b.reading(stage, "option byte RDP", b.fam.RDPAddr, hexByte(v[0]), "any value but "+hexByte(b.fam.RDPLevel0))
+	} else if !isNack(err) {
+		return b.fail(err, "lock: read back: READ MEMORY of the option byte RDP at %#08x", b.fam.RDPAddr)
+	}
+	return b.fail(flasher.ErrLockNotSet, "lock %s: in a fresh bootloader session (%s), READ MEMORY of the unique id at %#08x is answered %s, want %s; option byte RDP at %#08x %s, want any value but %s (level 0)",
+		LockRDP, stage, b.fam.UIDAddr, got, refused, b.fam.RDPAddr, rdp, hexByte(b.fam.RDPLevel0))
+}
+
+// reading appends one value read back to the lock report; addr is 0 for
+// a command's answer.
+func (b *Backend) reading(stage, register string, addr uint32, value, want string) {
+	r := flasher.Reading{Stage: stage, Register: register, Value: value, Want: want}
+	if addr != 0 {
+		r.Addr = fmt.Sprintf("%#08x", addr)
+	}
+	b.report.ReadBack = append(b.report.ReadBack, r)
+}
+
+// hexByte formats a byte read back: 0x79.
+func hexByte(v byte) string { return fmt.Sprintf("%#02x", v) }
+
+// LockReport returns what the last Lock read back from the device: the
+// answer to READOUT PROTECT, the fresh handshake after it (init byte,
+// GET, GET VERSION, GET ID) and the answer to READ MEMORY of the unique
+// id, with the read protection option byte where the chip let it be
+// read. State says whether read-out protection is in effect.
+func (b *Backend) LockReport() flasher.LockReport {
+	return flasher.LockReport{State: maps.Clone(b.report.State), ReadBack: slices.Clone(b.report.ReadBack)}
+}
+
+var _ flasher.LockReporter = (*Backend)(nil)
 
 // Unprotect removes read-out protection with READOUT UNPROTECT, which
 // mass-erases the flash first; the chip resets and the backend
@@ -327,7 +481,10 @@ func (b *Backend) Unprotect(ctx context.Context) error {
 		return b.fail(err, "unprotect: READOUT UNPROTECT")
 	}
 	b.locked = false
-	if err := b.resync(ctx); err != nil {
+	if _, err := b.resync(ctx); err != nil {
+		return b.fail(err, "unprotect: after READOUT UNPROTECT")
+	}
+	if _, err := b.info(ctx); err != nil {
 		return b.fail(err, "unprotect: after READOUT UNPROTECT")
 	}
 	return nil

@@ -436,3 +436,244 @@ func TestStm32flashInterop(t *testing.T) {
 		})
 	}
 }
+
+// wrapped stands for the station's wrappers of a backend (the fixture's
+// portBackend, the pipeline's timedBackend): ReportLock finds the
+// report through Unwrap.
+type wrapped struct{ flasher.Backend }
+
+func (w wrapped) Unwrap() flasher.Backend { return w.Backend }
+
+// TestLockReadBack: Lock reads read-out protection back in a fresh
+// bootloader session and reports what it read; a protection that did
+// not take fails with ErrLockNotSet naming the command and the option
+// byte, and protection already in place is read back, not assumed.
+// Before, Lock checked READ MEMORY without a report, failed a lock that
+// did not take with ErrWrite, and took a NACKed READOUT PROTECT or a
+// chip Identify found protected as locked without reading anything.
+func TestLockReadBack(t *testing.T) {
+	type read struct{ stage, register, addr, value string }
+	cases := []struct {
+		name    string
+		family  sim.STM32Family
+		cfg     stm32.Config
+		strap   bool
+		faults  sim.STM32Faults
+		before  func(*sim.STM32) // after Identify, before Lock
+		wantErr error
+		msg     []string // in the error
+		locked  bool     // the report's state and the chip's
+		reads   []read   // in the report, in this order
+	}{
+		{
+			name: "f1 locks", family: sim.STM32F1MD, locked: true,
+			reads: []read{
+				{"lock", "READOUT PROTECT answer", "", "0x79 0x79"},
+				{"after READOUT PROTECT and the chip's reset", "init 0x7F answer", "", "0x79"},
+				{"after READOUT PROTECT and the chip's reset", "GET bootloader version", "", "0x22"},
+				{"after READOUT PROTECT and the chip's reset", "GET VERSION version and option bytes", "", "0x22 0x00 0x00"},
+				{"after READOUT PROTECT and the chip's reset", "GET ID product id", "", "0x410"},
+				{"after READOUT PROTECT and the chip's reset", "READ MEMORY of the unique id", "0x1ffff7e8", "0x1f"},
+			},
+		},
+		{
+			name: "g0 locks, boot0 strapped, no reset lines", family: sim.STM32G0, strap: true,
+			cfg: stm32.Config{ResetSequence: stm32.ResetNone}, locked: true,
+			reads: []read{
+				{"lock", "READOUT PROTECT answer", "", "0x79 0x79"},
+				{"after READOUT PROTECT and the chip's reset", "init 0x7F answer", "", "0x79"},
+				{"after READOUT PROTECT and the chip's reset", "GET ID product id", "", "0x460"},
+				{"after READOUT PROTECT and the chip's reset", "READ MEMORY of the unique id", "0x1fff7590", "0x1f"},
+			},
+		},
+		{
+			name: "f1 option bytes ignore the lock", family: sim.STM32F1MD, faults: sim.STM32Faults{IgnoreReadoutProtect: true},
+			wantErr: flasher.ErrLockNotSet,
+			msg:     []string{"READ MEMORY of the unique id at 0x1ffff7e8 is answered 0x79 then ", "want 0x1f", "option byte RDP at 0x1ffff800 reads 0xa5, want any value but 0xa5"},
+			reads: []read{
+				{"after READOUT PROTECT and the chip's reset", "init 0x7F answer", "", "0x79"},
+				{"after READOUT PROTECT and the chip's reset", "option byte RDP", "0x1ffff800", "0xa5"},
+			},
+		},
+		{
+			name: "f4 option bytes ignore the lock", family: sim.STM32F4, faults: sim.STM32Faults{IgnoreReadoutProtect: true},
+			wantErr: flasher.ErrLockNotSet,
+			msg:     []string{"READ MEMORY of the unique id at 0x1fff7a10 is answered", "option byte RDP at 0x1fffc001 reads 0xaa, want any value but 0xaa"},
+			reads:   []read{{"after READOUT PROTECT and the chip's reset", "option byte RDP", "0x1fffc001", "0xaa"}},
+		},
+		{
+			name: "already protected: READOUT PROTECT refused, read back", family: sim.STM32L4, locked: true,
+			before: func(c *sim.STM32) { c.SetReadProtected(true) },
+			reads: []read{
+				{"lock", "READOUT PROTECT answer", "", "0x1f"},
+				{"after READOUT PROTECT was refused", "init 0x7F answer", "", "0x79"},
+				{"after READOUT PROTECT was refused", "READ MEMORY of the unique id", "0x1fff7590", "0x1f"},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDevice(t, sim.STM32Config{Family: tc.family, StrapBoot0: tc.strap, Seed: 21}, testBaud)
+			chip := d.sim.Chip()
+			b := d.backend(tc.cfg, testBaud)
+			if _, err := b.Identify(d.ctx); err != nil {
+				t.Fatal(err)
+			}
+			chip.SetFaults(tc.faults)
+			if tc.before != nil {
+				tc.before(chip)
+			}
+			err := b.Lock(d.ctx, []string{stm32.LockRDP})
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Lock(rdp) = %v, want %v", err, tc.wantErr)
+			}
+			for _, m := range tc.msg {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("Lock(rdp) = %q, want it to say %q", err, m)
+				}
+			}
+			rep, ok := flasher.ReportLock(wrapped{wrapped{b}})
+			if !ok {
+				t.Fatal("ReportLock through two wrappers found no report")
+			}
+			if got := rep.State[stm32.LockRDP]; got != tc.locked || len(rep.State) != 1 {
+				t.Errorf("LockReport().State = %v, want rdp: %v", rep.State, tc.locked)
+			}
+			if got := chip.ReadProtected(); got != tc.locked {
+				t.Errorf("the chip's read protection = %v after Lock, want %v", got, tc.locked)
+			}
+			if b.Locked() != tc.locked {
+				t.Errorf("Locked() = %v after Lock, want %v", b.Locked(), tc.locked)
+			}
+			next := 0
+			for _, r := range rep.ReadBack {
+				if next < len(tc.reads) {
+					w := tc.reads[next]
+					if r.Stage == w.stage && r.Register == w.register && r.Addr == w.addr && r.Value == w.value {
+						next++
+					}
+				}
+			}
+			if next < len(tc.reads) {
+				t.Errorf("LockReport().ReadBack lacks %+v (in order); it is %+v", tc.reads[next], rep.ReadBack)
+			}
+			for _, r := range rep.ReadBack {
+				if r.Register == "READ MEMORY of the unique id" && r.Want == "" {
+					t.Errorf("reading %+v says nothing of the value wanted", r)
+				}
+			}
+		})
+	}
+}
+
+// TestLockAgainReadsBack: a second Lock on a chip the backend locked,
+// and a Lock on a chip Identify found protected, read the protection
+// back from the device.
+func TestLockAgainReadsBack(t *testing.T) {
+	d := startDevice(t, sim.STM32Config{Family: sim.STM32F1MD, Seed: 22}, testBaud)
+	b := d.backend(stm32.Config{}, testBaud)
+	if _, err := b.Identify(d.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Lock(d.ctx, []string{stm32.LockRDP}); err != nil {
+		t.Fatal(err)
+	}
+	b2 := d.backend(stm32.Config{}, testBaud)
+	if _, err := b2.Identify(d.ctx); !errors.Is(err, flasher.ErrLocked) {
+		t.Fatalf("Identify() on a protected chip = %v, want ErrLocked", err)
+	}
+	for name, be := range map[string]*stm32.Backend{"same backend": b, "identified protected": b2} {
+		syncs := d.sim.Chip().Stats().Syncs
+		if err := be.Lock(d.ctx, []string{stm32.LockRDP}); err != nil {
+			t.Fatalf("%s: Lock(rdp) again = %v", name, err)
+		}
+		rep := be.LockReport()
+		last := rep.ReadBack[len(rep.ReadBack)-1]
+		if !rep.State[stm32.LockRDP] || last.Stage != "already protected" || last.Value != "0x1f" {
+			t.Errorf("%s: LockReport() = %+v; want rdp set, read back already protected", name, rep)
+		}
+		if got := d.sim.Chip().Stats().Syncs; got <= syncs {
+			t.Errorf("%s: Lock(rdp) again did not start a bootloader session (syncs %d before, %d after)", name, syncs, got)
+		}
+	}
+}
+
+// TestFlashWholeProgramUnits: images whose segments start or end inside
+// a double word (L4/G0) or share one flash the same as aligned ones. The
+// simulator refuses, as the silicon does (PROGERR), a double word
+// programmed twice; the backend wrote 256-byte blocks from each segment's
+// start, which split double words between WRITE MEMORY commands.
+func TestFlashWholeProgramUnits(t *testing.T) {
+	base := uint64(sim.STM32FlashBase)
+	noise := func(n int, seed uint64) []byte { return image(n, seed).Segments[0].Data }
+	cases := []struct {
+		name   string
+		family sim.STM32Family
+		segs   []flasher.Segment
+	}{
+		{"g0 segment at 4 mod 8 over three blocks", sim.STM32G0, []flasher.Segment{{Name: "app", Addr: base + 0x804, Data: noise(600, 1)}}},
+		{"l4 segment at 4 mod 8 over three blocks", sim.STM32L4, []flasher.Segment{{Name: "app", Addr: base + 0x804, Data: noise(600, 2)}}},
+		{"g0 adjacent segments share a double word", sim.STM32G0, []flasher.Segment{
+			{Name: "boot", Addr: base, Data: noise(12, 3)}, {Name: "app", Addr: base + 12, Data: noise(300, 4)}}},
+		{"f1 adjacent segments", sim.STM32F1MD, []flasher.Segment{
+			{Name: "boot", Addr: base, Data: noise(10, 5)}, {Name: "app", Addr: base + 12, Data: noise(300, 6)}}},
+		{"f4 segment at 4 mod 8", sim.STM32F4, []flasher.Segment{{Name: "app", Addr: base + 0x804, Data: noise(600, 7)}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDevice(t, sim.STM32Config{Family: tc.family, CRC: true}, testBaud)
+			// The flash holds an old image: erase must clear what is written.
+			if err := d.sim.Chip().WriteFlash(sim.STM32FlashBase, bytes.Repeat([]byte{0x5A}, 8<<10)); err != nil {
+				t.Fatal(err)
+			}
+			b := d.backend(stm32.Config{}, testBaud)
+			if _, err := b.Identify(d.ctx); err != nil {
+				t.Fatal(err)
+			}
+			img := flasher.Image{Version: "1", Segments: tc.segs}
+			var last int64
+			if err := b.Flash(d.ctx, img, func(done, total int64) { last = done }); err != nil {
+				t.Fatalf("Flash() = %v", err)
+			}
+			if last != img.Size() {
+				t.Errorf("progress ended at %d, want %d", last, img.Size())
+			}
+			if err := b.Verify(d.ctx, img); err != nil {
+				t.Fatalf("Verify() = %v", err)
+			}
+			if n := d.sim.Chip().Stats().Nacks; n != 0 {
+				t.Errorf("the bootloader sent %d NACKs, want none", n)
+			}
+		})
+	}
+}
+
+// TestFlashRetryAfterFailedWrite: a Flash that failed part way (blocks
+// programmed before the failure) and is run again erases every page it
+// writes, so no block lands on flash that is not erased.
+func TestFlashRetryAfterFailedWrite(t *testing.T) {
+	for _, family := range []sim.STM32Family{sim.STM32F1MD, sim.STM32G0, sim.STM32F4} {
+		d := startDevice(t, sim.STM32Config{Family: family}, testBaud)
+		t.Run(d.sim.Chip().Name(), func(t *testing.T) {
+			b := d.backend(stm32.Config{}, testBaud)
+			if _, err := b.Identify(d.ctx); err != nil {
+				t.Fatal(err)
+			}
+			img := image(12<<10, 8)
+			d.sim.Chip().SetFaults(sim.STM32Faults{FailWriteAt: sim.STM32FlashBase + 9<<10 + 8})
+			if err := b.Flash(d.ctx, img, nil); !errors.Is(err, flasher.ErrWrite) {
+				t.Fatalf("Flash() with a refused block = %v, want ErrWrite", err)
+			}
+			nacks := d.sim.Chip().Stats().Nacks
+			if err := b.Flash(d.ctx, img, nil); err != nil {
+				t.Fatalf("Flash() again = %v", err)
+			}
+			if err := b.Verify(d.ctx, img); err != nil {
+				t.Fatalf("Verify() = %v", err)
+			}
+			if n := d.sim.Chip().Stats().Nacks; n != nacks {
+				t.Errorf("the second Flash got %d NACKs, want none", n-nacks)
+			}
+		})
+	}
+}

@@ -435,7 +435,7 @@ func loadError(id string, err error) error {
 		return err
 	case errors.Is(err, jobs.ErrNotFound):
 		kind = localapi.ErrNotFound
-	case errors.Is(err, jobs.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, jobs.ErrUnavailable), errors.Is(err, jobs.ErrPrinterUnavailable), errors.Is(err, context.DeadlineExceeded):
 		kind = localapi.ErrUnavailable
 	}
 	return &opError{kind: kind, cause: err, msg: fmt.Sprintf("work order %s cannot be loaded: %v", id, err)}

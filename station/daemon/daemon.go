@@ -368,6 +368,31 @@ func (p *printerLink) Print(ctx context.Context, l jobs.Label) error {
 	return err
 }
 
+// Check reports whether the printer can render l (jobs' load-time and
+// before-lock checks).
+func (p *printerLink) Check(l jobs.Label) error {
+	if c, ok := p.p.(interface{ Check(jobs.Label) error }); ok {
+		return c.Check(l)
+	}
+	return nil
+}
+
+// Reachable reports whether the printer answers, remembering a failure
+// for the kiosk's printer light.
+func (p *printerLink) Reachable(ctx context.Context) error {
+	s, ok := p.p.(interface{ Reachable(context.Context) error })
+	if !ok {
+		return nil
+	}
+	err := s.Reachable(ctx)
+	if err != nil && ctx.Err() == nil {
+		p.mu.Lock()
+		p.lastErr = err.Error()
+		p.mu.Unlock()
+	}
+	return err
+}
+
 func (p *printerLink) state() localapi.Link {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -79,6 +79,15 @@ func (s *DirSink) Status(ctx context.Context) error {
 	return os.Remove(f.Name())
 }
 
+// Reachable reports whether labels can be written (Status).
+func (s *DirSink) Reachable(ctx context.Context) error { return s.Status(ctx) }
+
+// Check reports whether l can be rendered, without writing it.
+func (s *DirSink) Check(l jobs.Label) error {
+	_, err := s.Renderer.ZPL(l)
+	return err
+}
+
 // Print writes the label's ZPL to Dir/<serial>.zpl and its image to
 // Dir/<serial>.png, replacing an earlier print of the same device (a
 // reprint).

@@ -323,6 +323,32 @@ func (p *CUPSPrinter) Check(l jobs.Label) error {
 	return err
 }
 
+// Reachable reports whether the printer answers: nil when it does, even
+// out of paper, open or paused (the label step waits for those, saying
+// why); a *PrinterError when it does not answer.
+func (p *TCPPrinter) Reachable(ctx context.Context) error { return reachable(p.Status(ctx)) }
+
+// Reachable reports whether CUPS knows the queue; a paused queue is
+// reachable.
+func (p *CUPSPrinter) Reachable(ctx context.Context) error { return reachable(p.Status(ctx)) }
+
+// reachable keeps a status error only when the printer cannot be
+// reached at all.
+func reachable(err error) error {
+	if pe := (*PrinterError)(nil); errors.As(err, &pe) && pe.Problem != ProblemNoAnswer {
+		return nil
+	}
+	return err
+}
+
+// Check reports whether the queue's printer can render l.
+func (q *Queue) Check(l jobs.Label) error {
+	if c, ok := q.Printer.(checker); ok {
+		return c.Check(l)
+	}
+	return nil
+}
+
 func (q *Queue) printerName() string {
 	switch p := q.Printer.(type) {
 	case *TCPPrinter:

@@ -7,6 +7,24 @@
 // requests not allowed in a state stall and enter dfuERROR with
 // errSTALLEDPKT.
 //
+// Each alternate setting of the DFU interface is its own memory (DFU 1.1
+// section 4.2.3: alternate settings give access to further memory
+// segments, each named by its string; AN3156: the STM32 bootloader has
+// one per memory, Internal Flash, Option Bytes, OTP, Device Feature). A
+// device enumerates on alternate setting 0 (USB 2.0 section 9.1.1.5) and
+// stays there until SET_INTERFACE selects another, so a host that never
+// sends it reads and writes alt 0's memory whatever it meant to.
+//
+// A device whose functional descriptor clears bitManifestationTolerant
+// ends a plain download as DFU 1.1 section 7 and 6.1.2 allow at their
+// strictest: after the zero-length DNLOAD and the GETSTATUS that starts
+// dfuMANIFEST it answers nothing (every request times out) until a USB
+// reset, which re-enumerates it in run-time or DFU mode.
+//
+// Every USB reset re-enumerates the device, and the reset itself fails as
+// libusb's does then (LIBUSB_ERROR_NOT_FOUND: "the device has been
+// disconnected", or Spec.ResetError).
+//
 // DfuSe flash is modelled per byte over the sectors of the Spec's Layout:
 // an "Erase" command erases the sector containing its address, a mass
 // erase all of them, and a byte can be programmed once after an erase
@@ -72,6 +90,20 @@ type Spec struct {
 	Layout string
 	// Memory is the plain DFU firmware capacity in bytes.
 	Memory int
+	// Alts are the alternate settings after the first (1, 2, …) in DFU
+	// mode, each with a memory of its own; Layout and Memory are alt 0.
+	Alts []Alt
+	// WaitResetAnswers makes a device that is not manifestation-tolerant
+	// answer GETSTATUS and GETSTATE in dfuMANIFEST-WAIT-RESET (and stall
+	// every other request there) instead of answering nothing, as the
+	// Maple/STM32duino bootloader does: dfu-util prints its
+	// "state(8) = dfuMANIFEST-WAIT-RESET" after a download.
+	WaitResetAnswers bool
+	// ResetError is what a USB reset returns, as the device
+	// re-enumerates during it; nil means an error wrapping dfu.ErrGone
+	// (libusb's LIBUSB_ERROR_NOT_FOUND). Other devices and hosts give
+	// dfu.ErrIO or dfu.ErrStall.
+	ResetError error
 	// PollTimeout is the bwPollTimeout (ms) reported in dfuDNBUSY.
 	PollTimeout uint32
 	// ReenumerateDelay is how long the device is absent after a detach
@@ -84,6 +116,15 @@ type Spec struct {
 	// download (counting from 1).
 	Fault      Fault
 	FaultBlock int
+}
+
+// Alt is an alternate setting of a simulated device's DFU interface.
+type Alt struct {
+	// Layout is the setting's DfuSe memory, for example an STM32F4's
+	// option bytes "@Option Bytes  /0x1FFFC000/01*016 e".
+	Layout string
+	// Memory is the setting's plain DFU capacity in bytes.
+	Memory int
 }
 
 // Bus is a simulated USB bus. Its zero value is not ready; use NewBus.
@@ -148,10 +189,8 @@ type Device struct {
 	absentTil time.Time
 	gone      bool
 
-	flash     []byte
-	base      uint32
-	sectors   []int  // DfuSe: offsets of the sectors' first bytes, ascending
-	erased    []bool // DfuSe: per byte, erased and so programmable
+	mems      []*memory // one per alternate setting
+	alt       int       // the alternate setting SET_INTERFACE selected
 	pointer   uint32
 	pending   []byte // DNLOAD data awaiting the GETSTATUS that processes it
 	pendBlock uint16
@@ -170,15 +209,24 @@ type Device struct {
 	Manifested int
 	// Left counts DfuSe leave requests.
 	Left int
+	// SetInterfaces counts SET_INTERFACE requests.
+	SetInterfaces int
+	// Resets counts USB resets.
+	Resets int
 }
 
-func newDevice(b *Bus, s Spec) *Device {
-	d := &Device{bus: b, spec: s, runtime: s.Runtime, Requests: map[uint8]int{}}
-	if s.Functional.TransferSize == 0 {
-		d.spec.Functional.TransferSize = 2048
-	}
-	if d.dfuse() {
-		l, err := dfu.ParseLayout(s.Layout)
+// memory is what one alternate setting reads and writes.
+type memory struct {
+	flash   []byte
+	base    uint32
+	sectors []int  // DfuSe: offsets of the sectors' first bytes, ascending
+	erased  []bool // DfuSe: per byte, erased and so programmable
+}
+
+func newMemory(dfuse bool, layout string, size int) *memory {
+	m := &memory{}
+	if dfuse {
+		l, err := dfu.ParseLayout(layout)
 		if err != nil {
 			panic(fmt.Sprintf("dfusim: bad layout: %v", err))
 		}
@@ -189,28 +237,43 @@ func newDevice(b *Bus, s Spec) *Device {
 		// "Flash module organization").
 		pages, err := l.Pages(base, uint32(size))
 		if err != nil {
-			panic(fmt.Sprintf("dfusim: layout %q is not one run of sectors: %v", s.Layout, err))
+			panic(fmt.Sprintf("dfusim: layout %q is not one run of sectors: %v", layout, err))
 		}
-		d.base = base
-		d.flash = make([]byte, size)
-		d.sectors = make([]int, len(pages))
+		m.base = base
+		m.flash = make([]byte, size)
+		m.sectors = make([]int, len(pages))
 		for i, p := range pages {
-			d.sectors[i] = int(p - base)
+			m.sectors[i] = int(p - base)
 		}
 		// Factory-fresh flash is erased.
-		d.erased = make([]bool, size)
-		for i := range d.erased {
-			d.erased[i] = true
+		m.erased = make([]bool, size)
+		for i := range m.erased {
+			m.erased[i] = true
 		}
 	} else {
-		d.flash = make([]byte, s.Memory)
+		m.flash = make([]byte, size)
 	}
-	for i := range d.flash {
-		d.flash[i] = 0xff
+	for i := range m.flash {
+		m.flash[i] = 0xff
+	}
+	return m
+}
+
+func newDevice(b *Bus, s Spec) *Device {
+	d := &Device{bus: b, spec: s, runtime: s.Runtime, Requests: map[uint8]int{}}
+	if s.Functional.TransferSize == 0 {
+		d.spec.Functional.TransferSize = 2048
+	}
+	d.mems = append(d.mems, newMemory(d.dfuse(), s.Layout, s.Memory))
+	for _, a := range s.Alts {
+		d.mems = append(d.mems, newMemory(d.dfuse(), a.Layout, a.Memory))
 	}
 	d.reset()
 	return d
 }
+
+// mem is the memory of the selected alternate setting.
+func (d *Device) mem() *memory { return d.mems[d.alt] }
 
 func (d *Device) dfuse() bool { return d.spec.Functional.Version == dfu.VersionDfuSe }
 
@@ -226,6 +289,9 @@ func (d *Device) presentLocked() bool {
 }
 
 func (d *Device) reset() {
+	// A device that enumerates is on alternate setting 0 until the
+	// host selects another (USB 2.0 section 9.1.1.5).
+	d.alt = 0
 	if d.runtime {
 		d.state = dfu.AppIdle
 	} else {
@@ -242,12 +308,25 @@ func (d *Device) reenumerate() {
 	d.reset()
 }
 
-// Flash returns a copy of the device's memory from addr (DfuSe) or 0.
-func (d *Device) Flash(addr uint32, n int) []byte {
+// Flash returns a copy of alternate setting 0's memory from addr
+// (DfuSe) or 0.
+func (d *Device) Flash(addr uint32, n int) []byte { return d.Memory(0, addr, n) }
+
+// Memory returns a copy of alternate setting alt's memory from addr
+// (DfuSe) or 0.
+func (d *Device) Memory(alt int, addr uint32, n int) []byte {
 	d.bus.mu.Lock()
 	defer d.bus.mu.Unlock()
-	off := int(addr - d.base)
-	return append([]byte(nil), d.flash[off:off+n]...)
+	m := d.mems[alt]
+	off := int(addr - m.base)
+	return append([]byte(nil), m.flash[off:off+n]...)
+}
+
+// Alt returns the alternate setting the device has selected.
+func (d *Device) Alt() int {
+	d.bus.mu.Lock()
+	defer d.bus.mu.Unlock()
+	return d.alt
 }
 
 // State returns the device's state.
@@ -273,6 +352,11 @@ type handle struct {
 
 func (h *handle) Close() error { h.closed = true; return nil }
 
+// Reset is a USB reset. The device re-enumerates: a detached run-time
+// device in DFU mode (DFU 1.1 section 5.1), a DFU-mode device with valid
+// firmware in run-time mode (appendix A.1, "USB reset" from dfuIDLE,
+// dfuERROR and dfuMANIFEST-WAIT-RESET), and the reset fails as libusb's
+// does for a device that re-enumerates.
 func (h *handle) Reset(ctx context.Context) error {
 	d := h.d
 	d.bus.mu.Lock()
@@ -280,13 +364,58 @@ func (h *handle) Reset(ctx context.Context) error {
 	if err := h.alive(); err != nil {
 		return err
 	}
+	d.Resets++
+	d.quiet() // a manifestation whose bwPollTimeout has passed is done
+	if d.state == dfu.DfuManifest {
+		// A reset before bwPollTimeout let manifestation finish.
+		d.PollViolations++
+		d.state = dfu.DfuManifestWaitReset
+	}
 	if d.state == dfu.AppDetach {
 		d.runtime = false
 	} else if d.state == dfu.DfuManifestWaitReset || d.state == dfu.DfuIdle || d.state == dfu.DfuError {
 		d.runtime = d.spec.Runtime
 	}
 	d.reenumerate()
-	return nil
+	if d.spec.ResetError != nil {
+		return fmt.Errorf("reset device at %s: %w", d.spec.Port, d.spec.ResetError)
+	}
+	return fmt.Errorf("reset device at %s: it re-enumerated: %w", d.spec.Port, dfu.ErrGone)
+}
+
+// quiet reports whether the device has stopped answering: a device
+// that is not manifestation-tolerant, once bwPollTimeout of dfuMANIFEST
+// has passed, has programmed its memory and is in
+// dfuMANIFEST-WAIT-RESET (DFU 1.1 section 6.1.2), where only a USB reset
+// moves it and it answers no request (unless Spec.WaitResetAnswers).
+// Not all devices answer GETSTATUS in dfuMANIFEST either (section
+// 6.1.2); the simulator takes that strictest reading.
+func (d *Device) quiet() bool {
+	if d.state == dfu.DfuManifest && !d.tolerant() && !d.bus.now().Before(d.lastBusy.Add(d.busyFor)) {
+		d.state = dfu.DfuManifestWaitReset
+		d.Manifested++
+	}
+	return d.state == dfu.DfuManifestWaitReset && !d.spec.WaitResetAnswers
+}
+
+func (d *Device) tolerant() bool {
+	return d.spec.Functional.Attributes&dfu.AttrManifestationTolerant != 0
+}
+
+// setInterface is SET_INTERFACE (USB 2.0 section 9.4.10): a setting the
+// interface does not have is a Request Error, a stall; the run-time
+// interface has alternate setting 0 only.
+func (d *Device) setInterface(alt, intf uint16) (int, error) {
+	d.SetInterfaces++
+	n := len(d.mems)
+	if d.runtime {
+		n = 1
+	}
+	if intf != 0 || int(alt) >= n {
+		return 0, fmt.Errorf("SET_INTERFACE interface %d alt %d: no such setting: %w", intf, alt, dfu.ErrStall)
+	}
+	d.alt = int(alt)
+	return 0, nil
 }
 
 func (h *handle) alive() error {
@@ -309,8 +438,14 @@ func (h *handle) Control(ctx context.Context, rType, req uint8, val, idx uint16,
 	if err := h.alive(); err != nil {
 		return 0, err
 	}
+	if d.quiet() {
+		return 0, fmt.Errorf("request %d in %s: no answer: %w", req, d.state, dfu.ErrTimeout)
+	}
 	if rType == dfu.RTypeStdIn && req == dfu.ReqGetDesc {
 		return d.descriptor(val, data)
+	}
+	if rType == dfu.RTypeStdOutIntf && req == dfu.ReqSetInterface {
+		return d.setInterface(val, idx)
 	}
 	if rType != dfu.RTypeClassIn && rType != dfu.RTypeClassOut {
 		return 0, dfu.ErrStall
@@ -350,6 +485,10 @@ func (d *Device) class(req uint8, val uint16, data []byte) (int, error) {
 			return 1, nil
 		}
 		return 0, dfu.ErrStall
+	}
+	if d.state == dfu.DfuManifestWaitReset && req != dfu.ReqGetStatus && req != dfu.ReqGetState {
+		// Spec.WaitResetAnswers: only the status requests are answered.
+		return 0, fmt.Errorf("request %d in %s: %w", req, d.state, dfu.ErrStall)
 	}
 	switch req {
 	case dfu.ReqGetStatus:
@@ -419,12 +558,10 @@ func (d *Device) getStatus(data []byte) (int, error) {
 		poll := d.busy(dfu.DfuManifest)
 		return d.statusReply(data, poll), nil
 	case dfu.DfuManifest:
+		// Only a manifestation-tolerant device gets here: another is
+		// quiet by now (see quiet).
 		d.Manifested++
-		if d.spec.Functional.Attributes&dfu.AttrManifestationTolerant != 0 {
-			d.state = dfu.DfuIdle
-		} else {
-			d.state = dfu.DfuManifestWaitReset
-		}
+		d.state = dfu.DfuIdle
 		return d.statusReply(data, 0), nil
 	}
 	return d.statusReply(data, 0), nil
@@ -483,12 +620,13 @@ func (d *Device) process() {
 		if d.injected(fail) {
 			return
 		}
-		if len(d.image)+len(data) > len(d.flash) {
+		m := d.mem()
+		if len(d.image)+len(data) > len(m.flash) {
 			fail(dfu.ErrAddress)
 			return
 		}
 		d.image = append(d.image, data...)
-		copy(d.flash, d.image)
+		copy(m.flash, d.image)
 		return
 	}
 	if block == 0 {
@@ -502,12 +640,13 @@ func (d *Device) process() {
 	if d.injected(fail) {
 		return
 	}
+	m := d.mem()
 	addr := uint64(d.pointer) + uint64(block-2)*uint64(d.spec.Functional.TransferSize)
-	if addr < uint64(d.base) || addr+uint64(len(data)) > uint64(d.base)+uint64(len(d.flash)) {
+	if addr < uint64(m.base) || addr+uint64(len(data)) > uint64(m.base)+uint64(len(m.flash)) {
 		fail(dfu.ErrAddress)
 		return
 	}
-	off := int(addr - uint64(d.base))
+	off := int(addr - uint64(m.base))
 	// A flash location must be erased before it is programmed (RM0090,
 	// embedded flash memory interface, "Programming": writing a 1 takes
 	// an erase). The simulator is stricter than the silicon, which lets
@@ -517,17 +656,17 @@ func (d *Device) process() {
 	// byte twice, is caught. The block is checked whole before any byte
 	// of it is programmed.
 	for i := off; i < off+len(data); i++ {
-		if !d.erased[i] {
+		if !m.erased[i] {
 			fail(dfu.ErrCheckErased)
 			return
 		}
 	}
-	copy(d.flash[off:], data)
+	copy(m.flash[off:], data)
 	for i := off; i < off+len(data); i++ {
-		d.erased[i] = false
+		m.erased[i] = false
 	}
 	if d.spec.Fault == FaultCorrupt && d.dataCount == d.spec.FaultBlock {
-		d.flash[off] ^= 0x01
+		m.flash[off] ^= 0x01
 	}
 }
 
@@ -551,18 +690,19 @@ func (d *Device) injected(fail func(dfu.Status)) bool {
 // and an address is "Erase", which erases the page (sector) containing
 // that address, whatever its size.
 func (d *Device) command(data []byte, fail func(dfu.Status)) {
+	m := d.mem()
 	switch {
 	case len(data) == 5 && data[0] == 0x21:
 		d.pointer = binary.LittleEndian.Uint32(data[1:])
 	case len(data) == 1 && data[0] == 0x41:
-		d.erase(0, len(d.flash))
+		m.erase(0, len(m.flash))
 	case len(data) == 5 && data[0] == 0x41:
 		a := binary.LittleEndian.Uint32(data[1:])
-		if a < d.base || uint64(a) >= uint64(d.base)+uint64(len(d.flash)) {
+		if a < m.base || uint64(a) >= uint64(m.base)+uint64(len(m.flash)) {
 			fail(dfu.ErrAddress)
 			return
 		}
-		d.erase(d.sector(int(a - d.base)))
+		m.erase(m.sector(int(a - m.base)))
 	default:
 		fail(dfu.ErrStalledPkt)
 	}
@@ -570,20 +710,20 @@ func (d *Device) command(data []byte, fail func(dfu.Status)) {
 
 // sector returns the flash offsets [start, end) of the sector holding the
 // byte at offset off, from the layout's sector map.
-func (d *Device) sector(off int) (start, end int) {
-	i := sort.Search(len(d.sectors), func(i int) bool { return d.sectors[i] > off }) - 1
-	end = len(d.flash)
-	if i+1 < len(d.sectors) {
-		end = d.sectors[i+1]
+func (m *memory) sector(off int) (start, end int) {
+	i := sort.Search(len(m.sectors), func(i int) bool { return m.sectors[i] > off }) - 1
+	end = len(m.flash)
+	if i+1 < len(m.sectors) {
+		end = m.sectors[i+1]
 	}
-	return d.sectors[i], end
+	return m.sectors[i], end
 }
 
 // erase erases flash offsets [start, end): the bytes read 0xff and may be
 // programmed once each.
-func (d *Device) erase(start, end int) {
+func (m *memory) erase(start, end int) {
 	for i := start; i < end; i++ {
-		d.flash[i], d.erased[i] = 0xff, true
+		m.flash[i], m.erased[i] = 0xff, true
 	}
 }
 
@@ -595,13 +735,16 @@ func (d *Device) upload(block uint16, data []byte) (int, error) {
 		return d.stall(dfu.ErrStalledPkt)
 	}
 	d.state = dfu.DfuUploadIdle
+	m := d.mem()
 	if !d.dfuse() {
+		// Plain DFU uploads the selected setting's memory from its
+		// start; a short block ends the upload (DFU 1.1 section 6.2).
 		off := int(block) * int(d.spec.Functional.TransferSize)
-		if off >= len(d.image) {
+		if off >= len(m.flash) {
 			d.state = dfu.DfuIdle
 			return 0, nil
 		}
-		n := copy(data, d.image[off:])
+		n := copy(data, m.flash[off:])
 		if n < int(d.spec.Functional.TransferSize) {
 			d.state = dfu.DfuIdle
 		}
@@ -619,10 +762,10 @@ func (d *Device) upload(block uint16, data []byte) (int, error) {
 			return copy(data, b[addr-uint64(a):]), nil
 		}
 	}
-	if addr < uint64(d.base) || addr >= uint64(d.base)+uint64(len(d.flash)) {
+	if addr < uint64(m.base) || addr >= uint64(m.base)+uint64(len(m.flash)) {
 		return d.stall(dfu.ErrAddress)
 	}
-	return copy(data, d.flash[addr-uint64(d.base):]), nil
+	return copy(data, m.flash[addr-uint64(m.base):]), nil
 }
 
 // descriptor answers GET_DESCRIPTOR for the configuration and strings.
@@ -637,10 +780,17 @@ func (d *Device) descriptor(val uint16, data []byte) (int, error) {
 			return copy(data, []byte{4, dfu.DescString, 0x09, 0x04}), nil
 		case 1:
 			s = d.spec.Serial
-		case 2:
-			s = d.spec.Layout
 		default:
-			return 0, dfu.ErrStall
+			// Strings 2, 3, … name alternate settings 0, 1, …
+			i := int(val&0xff) - 2
+			switch {
+			case i == 0:
+				s = d.spec.Layout
+			case i > 0 && i <= len(d.spec.Alts):
+				s = d.spec.Alts[i-1].Layout
+			default:
+				return 0, dfu.ErrStall
+			}
 		}
 		u := utf16.Encode([]rune(s))
 		b := []byte{byte(2 + 2*len(u)), dfu.DescString}
@@ -652,17 +802,25 @@ func (d *Device) descriptor(val uint16, data []byte) (int, error) {
 	return 0, dfu.ErrStall
 }
 
+// configDescriptor is the configuration with one DFU interface: in
+// run-time mode its single setting, in DFU mode one interface descriptor
+// per alternate setting, then the functional descriptor (DFU 1.1
+// sections 4.1.2 and 4.2.3).
 func (d *Device) configDescriptor() []byte {
-	proto, istr := byte(dfu.ProtoDFU), byte(0)
+	proto, n := byte(dfu.ProtoDFU), len(d.mems)
 	if d.runtime {
-		proto = dfu.ProtoRuntime
+		proto, n = dfu.ProtoRuntime, 1
 	}
-	if d.dfuse() {
-		istr = 2
+	var ifaces []byte
+	for alt := range n {
+		istr := byte(0)
+		if d.dfuse() && !d.runtime {
+			istr = byte(2 + alt)
+		}
+		ifaces = append(ifaces, 9, dfu.DescInterface, 0, byte(alt), 0, dfu.ClassAppSpecific, dfu.SubclassDFU, proto, istr)
 	}
-	iface := []byte{9, dfu.DescInterface, 0, 0, 0, dfu.ClassAppSpecific, dfu.SubclassDFU, proto, istr}
 	fn := d.spec.Functional.Bytes()
-	total := 9 + len(iface) + len(fn)
+	total := 9 + len(ifaces) + len(fn)
 	cfg := []byte{9, dfu.DescConfig, byte(total), byte(total >> 8), 1, 1, 0, 0x80, 50}
-	return append(append(cfg, iface...), fn...)
+	return append(append(cfg, ifaces...), fn...)
 }

@@ -286,3 +286,164 @@ func TestDfuSeEraseBeforeWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestNotTolerantManifestation drives a device with
+// bitManifestationTolerant clear through manifestation request by
+// request: after the GETSTATUS that starts dfuMANIFEST it answers
+// nothing, or only its status (WaitResetAnswers), until a USB reset,
+// which fails as libusb's does when the device re-enumerates; then it is
+// in DFU mode again (run-time mode for a device that has one) with the
+// firmware in its memory.
+func TestNotTolerantManifestation(t *testing.T) {
+	fn := dfu.Functional{Attributes: dfu.AttrCanDnload | dfu.AttrCanUpload, TransferSize: 64, Version: 0x0110}
+	tests := []struct {
+		name        string
+		spec        dfusim.Spec
+		wantStatus  error // from GETSTATUS after manifestation
+		wantOther   error // from any other request then
+		wantReset   error
+		wantRuntime bool
+	}{
+		{name: "silent", spec: dfusim.Spec{Functional: fn},
+			wantStatus: dfu.ErrTimeout, wantOther: dfu.ErrTimeout, wantReset: dfu.ErrGone},
+		{name: "answers its status", spec: dfusim.Spec{Functional: fn, WaitResetAnswers: true},
+			wantOther: dfu.ErrStall, wantReset: dfu.ErrGone},
+		{name: "reset reports an i/o error", spec: dfusim.Spec{Functional: fn, ResetError: dfu.ErrIO},
+			wantStatus: dfu.ErrTimeout, wantOther: dfu.ErrTimeout, wantReset: dfu.ErrIO},
+		{name: "comes back in run-time mode", spec: dfusim.Spec{Functional: fn, Runtime: true},
+			wantStatus: dfu.ErrTimeout, wantOther: dfu.ErrTimeout, wantReset: dfu.ErrGone, wantRuntime: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			tt.spec.Port, tt.spec.VID, tt.spec.PID, tt.spec.Memory = "1-1", 1, 2, 256
+			bus := dfusim.NewBus(tt.spec)
+			sim := bus.Device("1-1")
+			dev, err := bus.Open(ctx, "1-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st [6]byte
+			do := func(rType, req uint8, val uint16, data []byte) error {
+				_, err := dev.Control(ctx, rType, req, val, 0, data)
+				return err
+			}
+			if tt.spec.Runtime {
+				// Into DFU mode: DFU_DETACH and a reset (DFU 1.1 section 5.1).
+				if err := do(dfu.RTypeClassOut, dfu.ReqDetach, 100, nil); err != nil {
+					t.Fatal(err)
+				}
+				if err := dev.Reset(ctx); !errors.Is(err, dfu.ErrGone) {
+					t.Fatalf("reset after detach = %v, want ErrGone", err)
+				}
+				if dev, err = bus.Open(ctx, "1-1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fw := pattern(100, 7)
+			for i, blk := range [][]byte{fw[:64], fw[64:]} {
+				if err := do(dfu.RTypeClassOut, dfu.ReqDnload, uint16(i), blk); err != nil {
+					t.Fatal(err)
+				}
+				for range 2 {
+					if err := do(dfu.RTypeClassIn, dfu.ReqGetStatus, 0, st[:]); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := do(dfu.RTypeClassOut, dfu.ReqDnload, 2, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := do(dfu.RTypeClassIn, dfu.ReqGetStatus, 0, st[:]); err != nil || dfu.State(st[4]) != dfu.DfuManifest {
+				t.Fatalf("GETSTATUS after the zero-length DNLOAD = %v, state %s, want dfuMANIFEST", err, dfu.State(st[4]))
+			}
+			err = do(dfu.RTypeClassIn, dfu.ReqGetStatus, 0, st[:])
+			if tt.wantStatus != nil {
+				if !errors.Is(err, tt.wantStatus) {
+					t.Fatalf("GETSTATUS after manifestation = %v, want %v", err, tt.wantStatus)
+				}
+			} else if err != nil || dfu.State(st[4]) != dfu.DfuManifestWaitReset {
+				t.Fatalf("GETSTATUS after manifestation = %v, state %s, want dfuMANIFEST-WAIT-RESET", err, dfu.State(st[4]))
+			}
+			if err := do(dfu.RTypeClassIn, dfu.ReqUpload, 0, make([]byte, 64)); !errors.Is(err, tt.wantOther) {
+				t.Fatalf("UPLOAD after manifestation = %v, want %v", err, tt.wantOther)
+			}
+			if err := do(dfu.RTypeClassOut, dfu.ReqAbort, 0, nil); !errors.Is(err, tt.wantOther) {
+				t.Fatalf("ABORT after manifestation = %v, want %v", err, tt.wantOther)
+			}
+			if sim.State() != dfu.DfuManifestWaitReset || sim.Manifested != 1 {
+				t.Fatalf("state %s, manifested %d; want dfuMANIFEST-WAIT-RESET, 1", sim.State(), sim.Manifested)
+			}
+			if err := dev.Reset(ctx); !errors.Is(err, tt.wantReset) {
+				t.Fatalf("Reset = %v, want %v", err, tt.wantReset)
+			}
+			if err := do(dfu.RTypeClassIn, dfu.ReqGetStatus, 0, st[:]); !errors.Is(err, dfu.ErrGone) {
+				t.Fatalf("GETSTATUS on the handle from before the reset = %v, want ErrGone", err)
+			}
+			if dev, err = bus.Open(ctx, "1-1"); err != nil {
+				t.Fatal(err)
+			}
+			want := dfu.DfuIdle
+			if tt.wantRuntime {
+				want = dfu.AppIdle
+			}
+			if got := sim.State(); got != want {
+				t.Fatalf("state after reset %s, want %s", got, want)
+			}
+			if got := sim.Flash(0, len(fw)); !bytes.Equal(got, fw) {
+				t.Errorf("memory after reset differs from the firmware")
+			}
+		})
+	}
+}
+
+// TestAltSettings checks that each alternate setting is its own memory,
+// that the device starts on alt 0 after every enumeration, and that
+// SET_INTERFACE to a setting the interface lacks stalls (USB 2.0 section
+// 9.4.10).
+func TestAltSettings(t *testing.T) {
+	ctx := context.Background()
+	fn := dfu.Functional{Attributes: dfu.AttrCanDnload | dfu.AttrCanUpload | dfu.AttrManifestationTolerant, TransferSize: 64, Version: 0x0110}
+	bus := dfusim.NewBus(dfusim.Spec{Port: "1-1", VID: 1, PID: 2, Functional: fn, Memory: 128, Alts: []dfusim.Alt{{Memory: 128}}})
+	sim := bus.Device("1-1")
+	dev, err := bus.Open(ctx, "1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setAlt := func(alt uint16) error {
+		_, err := dev.Control(ctx, dfu.RTypeStdOutIntf, dfu.ReqSetInterface, alt, 0, nil)
+		return err
+	}
+	if err := setAlt(2); !errors.Is(err, dfu.ErrStall) {
+		t.Fatalf("SET_INTERFACE alt 2 of 2 settings = %v, want a stall", err)
+	}
+	if err := setAlt(1); err != nil {
+		t.Fatalf("SET_INTERFACE alt 1: %v", err)
+	}
+	var st [6]byte
+	for _, r := range []struct {
+		req  uint8
+		val  uint16
+		data []byte
+	}{{dfu.ReqDnload, 0, []byte{1, 2, 3}}, {dfu.ReqGetStatus, 0, st[:]}, {dfu.ReqGetStatus, 0, st[:]}} {
+		rType := uint8(dfu.RTypeClassOut)
+		if r.req == dfu.ReqGetStatus {
+			rType = dfu.RTypeClassIn
+		}
+		if _, err := dev.Control(ctx, rType, r.req, r.val, 0, r.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sim.Memory(1, 0, 3); !bytes.Equal(got, []byte{1, 2, 3}) {
+		t.Errorf("alt 1 memory = % x, want 01 02 03", got)
+	}
+	if got := sim.Memory(0, 0, 3); !bytes.Equal(got, []byte{0xff, 0xff, 0xff}) {
+		t.Errorf("alt 0 memory = % x, want it erased", got)
+	}
+	if err := dev.Reset(ctx); !errors.Is(err, dfu.ErrGone) {
+		t.Fatalf("Reset = %v, want ErrGone", err)
+	}
+	if got := sim.Alt(); got != 0 {
+		t.Errorf("alt after re-enumeration = %d, want 0", got)
+	}
+}
