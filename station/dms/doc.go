@@ -21,7 +21,10 @@
 //     count of devices, expires and can be revoked; the same device
 //     claimed twice uses one claim;
 //   - a product that has devices cannot be deleted; a production product
-//     never goes back to development.
+//     never goes back to development;
+//   - a work order lists the stations whose keys act under it; one that
+//     has never listed a station is taken by the first station that uses
+//     it (StationWorkOrder).
 //
 // Token secrets are shown once, when the token is issued; the database
 // keeps only a keyed hash, and errors, logs and device history name

@@ -24,9 +24,11 @@ const (
 	RoleAdmin Role = "admin"
 	// RoleSupport may read one product's records, and change nothing.
 	RoleSupport Role = "support"
-	// RoleStation may do what a station does: read work orders and
-	// bundles, download artifacts, run preflight, activate, lock and
-	// complete devices, and push its own journal.
+	// RoleStation may do what a station does, under the work orders
+	// assigned to its station (see StationWorkOrder): read them and
+	// their products' bundles, download their artifacts, run preflight,
+	// activate, lock and complete their devices; and push its own
+	// journal.
 	RoleStation Role = "station"
 )
 

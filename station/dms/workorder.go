@@ -24,6 +24,10 @@ type WorkOrderSpec struct {
 	Lock          jobs.LockPolicy      `json:"lock"`
 	Label         jobs.LabelSpec       `json:"label"`
 	Flasher       jobs.FlasherSettings `json:"flasher"`
+	// Stations are the ids of the stations whose keys may act under the
+	// work order. Empty at creation: the first station key that uses the
+	// work order takes it (see StationWorkOrder).
+	Stations []string `json:"stations,omitempty"`
 }
 
 // storedToken stands in for a token's secret while a work order that
@@ -35,7 +39,7 @@ const storedToken = "stk_stored-by-id"
 // product and bundle read from the store (and, when a token authorizes
 // it, no token: see AuthorizeWorkOrder). The product, bundle, token or
 // purchase order must exist and belong together; the whole is checked by
-// jobs.WorkOrder.Validate.
+// jobs.WorkOrder.Validate. The work order is assigned to w.Stations.
 func (s *Service) CreateWorkOrder(ctx context.Context, w WorkOrderSpec) (jobs.WorkOrder, error) {
 	var wo jobs.WorkOrder
 	err := s.Store.update(ctx, func(t *tx) error {
@@ -47,7 +51,7 @@ func (s *Service) CreateWorkOrder(ctx context.Context, w WorkOrderSpec) (jobs.Wo
 		return jobs.WorkOrder{}, fmt.Errorf("create work order %s: %w", w.ID, err)
 	}
 	s.log().Info("work order created", "work_order", w.ID, "product", w.Product, "bundle", w.Bundle,
-		"quantity", w.Quantity, "token", w.TokenID, "purchase_order", w.PurchaseOrder)
+		"quantity", w.Quantity, "token", w.TokenID, "purchase_order", w.PurchaseOrder, "stations", w.Stations)
 	return wo, nil
 }
 
@@ -59,6 +63,9 @@ func (s *Service) createWorkOrder(ctx context.Context, t *tx, w WorkOrderSpec) (
 		return jobs.WorkOrder{}, fail(ErrInvalid, "work order %s has no authorization: give an activation token id or a purchase order", w.ID)
 	}
 	if _, err := productOrFail(ctx, t, w.Product); err != nil {
+		return jobs.WorkOrder{}, err
+	}
+	if err := checkStations(w.Stations); err != nil {
 		return jobs.WorkOrder{}, err
 	}
 	if w.TokenID != "" {
@@ -99,8 +106,14 @@ func (s *Service) createWorkOrder(ctx context.Context, t *tx, w WorkOrderSpec) (
 	} else if !isNoRows(err) {
 		return wo, err
 	}
-	if err := t.insertWorkOrder(ctx, w, formatTime(s.now())); err != nil {
+	now := formatTime(s.now())
+	if err := t.insertWorkOrder(ctx, w, now); err != nil {
 		return wo, t.unique(err, "work order %s already exists: give the new work order a new id", w.ID)
+	}
+	for _, st := range w.Stations {
+		if err := t.assignStation(ctx, w.ID, st, now, assignedByAdmin); err != nil {
+			return wo, fmt.Errorf("assign station %s: %w", st, err)
+		}
 	}
 	return wo, nil
 }
@@ -145,12 +158,15 @@ func (s *Service) WorkOrder(ctx context.Context, id string) (jobs.WorkOrder, err
 }
 
 // WorkOrderSpec returns the work order id as stored, with the id of its
-// token.
+// token and the stations it is assigned to.
 func (s *Service) WorkOrderSpec(ctx context.Context, id string) (WorkOrderSpec, error) {
 	var w WorkOrderSpec
 	err := s.Store.view(ctx, func(t *tx) error {
 		var err error
-		w, err = workOrderOrFail(ctx, t, id)
+		if w, err = workOrderOrFail(ctx, t, id); err != nil {
+			return err
+		}
+		w.Stations, _, err = t.workOrderStations(ctx, id)
 		return err
 	})
 	if err != nil {

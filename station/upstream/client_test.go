@@ -138,10 +138,16 @@ func TestErrorMapping(t *testing.T) {
 	}}, map[string][]byte{"dev.bin": image("dev", 100)}); err != nil {
 		t.Fatal(err)
 	}
-	_, devToken, err := svc.CreateToken(ctx, "DEV", 5, time.Time{})
+	devTokenID, devToken, err := svc.CreateToken(ctx, "DEV", 5, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A station acts only under a work order: WO-1 for THERMO, WO-DEV
+	// for DEV (the station takes it on first use).
+	if _, err := svc.CreateWorkOrder(ctx, dms.WorkOrderSpec{ID: "WO-DEV", Product: "DEV", Bundle: "0.1", Quantity: 5, TokenID: devTokenID}); err != nil {
+		t.Fatal(err)
+	}
+	workOrders := map[string]string{"THERMO": "WO-1", "DEV": "WO-DEV"}
 	_, oneClaim, err := svc.CreateToken(ctx, "THERMO", 1, time.Time{})
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +177,7 @@ func TestErrorMapping(t *testing.T) {
 	}
 	activate := func(cl *Client, product string, token jobs.Secret, hw int) func() error {
 		return func() error {
-			_, err := cl.Activate(ctx, jobs.ActivateRequest{Product: product, HardwareID: hwID(hw), FirmwareVersion: "", Token: token})
+			_, err := cl.Activate(ctx, jobs.ActivateRequest{WorkOrder: workOrders[product], Product: product, HardwareID: hwID(hw), FirmwareVersion: "", Token: token})
 			return err
 		}
 	}

@@ -60,10 +60,11 @@ const (
 // product and bundle filled in, artifact URLs relative to the DMS
 // (/v1/artifacts/<sha256>), and no token secret. TokenID names the token
 // that authorizes it, when a token does: whoever runs it supplies the
-// secret.
+// secret. Stations are the stations it is assigned to.
 type WorkOrder struct {
 	jobs.WorkOrder
-	TokenID string `json:"token_id,omitempty"`
+	TokenID  string   `json:"token_id,omitempty"`
+	Stations []string `json:"stations,omitempty"`
 }
 
 // ActivateRequest is the body of POST /v1/activate. Unlike

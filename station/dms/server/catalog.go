@@ -116,12 +116,12 @@ func (s *server) listProducts(w http.ResponseWriter, r *http.Request, p dms.Prin
 
 func (s *server) getProduct(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	code := r.PathValue("code")
-	if err := mayRead(p, code); err != nil {
+	if err := s.mayReadProduct(r.Context(), p, code); err != nil {
 		return err
 	}
 	pi, err := s.svc.Product(r.Context(), code)
 	if err != nil {
-		return err
+		return readErr(p, err, "product", code)
 	}
 	return writeJSON(w, http.StatusOK, pi)
 }
@@ -255,11 +255,15 @@ func isWriteErr(err error, f *os.File) bool {
 	return errors.As(err, &pe) && pe.Path == f.Name()
 }
 
-// getArtifact serves an artifact's bytes: a stored one, or an upload
-// waiting for its bundle. Range requests resume a download.
-func (s *server) getArtifact(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
+// getArtifact serves an artifact's bytes: a stored one, or (to an admin
+// key) an upload waiting for its bundle. Range requests resume a
+// download.
+func (s *server) getArtifact(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	sum := r.PathValue("sha256")
 	if err := checkSum(sum); err != nil {
+		return err
+	}
+	if err := s.mayReadArtifact(r.Context(), p, sum); err != nil {
 		return err
 	}
 	var content io.ReadSeeker
@@ -267,7 +271,7 @@ func (s *server) getArtifact(w http.ResponseWriter, r *http.Request, _ dms.Princ
 	switch {
 	case err == nil:
 		content = bytes.NewReader(data)
-	case errors.Is(err, jobs.ErrNotFound):
+	case errors.Is(err, jobs.ErrNotFound) && !scoped(p):
 		f, ferr := os.Open(s.uploaded(sum))
 		if ferr != nil {
 			return err
@@ -356,7 +360,7 @@ func hasScheme(u string) bool { return schemePattern.MatchString(u) }
 
 func (s *server) listBundles(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	product := r.PathValue("code")
-	if err := mayRead(p, product); err != nil {
+	if err := s.mayReadProduct(r.Context(), p, product); err != nil {
 		return err
 	}
 	bundles, err := s.svc.Bundles(r.Context(), product)
@@ -371,7 +375,7 @@ func (s *server) listBundles(w http.ResponseWriter, r *http.Request, p dms.Princ
 
 func (s *server) getBundle(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	product := r.PathValue("code")
-	if err := mayRead(p, product); err != nil {
+	if err := s.mayReadProduct(r.Context(), p, product); err != nil {
 		return err
 	}
 	b, err := s.svc.Bundle(r.Context(), product, r.PathValue("version"))

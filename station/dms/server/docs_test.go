@@ -109,7 +109,8 @@ func TestAPIDocExamples(t *testing.T) {
 			}
 		}},
 		{match: "$DMS/v1/products/THERMO/tokens", status: 201, keep: "TOKEN"},
-		{match: `"token_id":"T-1","lock":{"dms":true}}' $DMS/v1/work-orders`, status: 201},
+		{match: `"lock":{"dms":true},"stations":["line-1"]}' $DMS/v1/work-orders`, status: 201},
+		{match: `-d '{"stations":["line-2"]}' $DMS/v1/work-orders/WO-2026-0042/stations`, status: 200},
 		{match: "$STATION\" $DMS/v1/work-orders/WO-2026-0042", status: 200},
 		{match: "$SUPPORT\" $DMS/v1/tokens/T-1", status: 200},
 		{match: "$DMS/v1/purchase-orders", status: 201},

@@ -16,35 +16,74 @@ func (s *server) createWorkOrder(w http.ResponseWriter, r *http.Request, _ dms.P
 	if err := decode(w, r, MaxJSONBody, &spec); err != nil {
 		return err
 	}
-	wo, err := s.svc.CreateWorkOrder(r.Context(), spec)
-	if err != nil {
+	if _, err := s.svc.CreateWorkOrder(r.Context(), spec); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, wireWorkOrder(wo, spec.TokenID))
+	return s.writeWorkOrder(w, r, http.StatusCreated, spec.ID)
 }
 
+// getWorkOrder answers a work order: to a support key one of its
+// product, to a station key one assigned to its station (a work order
+// that never listed a station is taken by the first station key that
+// reads it).
 func (s *server) getWorkOrder(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	id := r.PathValue("id")
+	switch p.Role {
+	case dms.RoleStation:
+		if _, err := s.svc.StationWorkOrder(r.Context(), p.Station, id); err != nil {
+			return err
+		}
+	case dms.RoleSupport:
+		spec, err := s.svc.WorkOrderSpec(r.Context(), id)
+		if err != nil {
+			return readErr(p, err, "work order", id)
+		}
+		if err := s.mayReadOf(r.Context(), p, spec.Product, "work order", id); err != nil {
+			return err
+		}
+	}
+	return s.writeWorkOrder(w, r, http.StatusOK, id)
+}
+
+// writeWorkOrder answers the work order id as the API gives it: artifact
+// URLs on the DMS, the token by id, never a secret, and its stations.
+func (s *server) writeWorkOrder(w http.ResponseWriter, r *http.Request, status int, id string) error {
 	spec, err := s.svc.WorkOrderSpec(r.Context(), id)
 	if err != nil {
-		return err
-	}
-	if err := mayRead(p, spec.Product); err != nil {
 		return err
 	}
 	wo, err := s.svc.WorkOrder(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, wireWorkOrder(wo, spec.TokenID))
-}
-
-// wireWorkOrder is the work order as the API gives it: artifact URLs on
-// the DMS, the token by id, never a secret.
-func wireWorkOrder(wo jobs.WorkOrder, tokenID string) dmsapi.WorkOrder {
 	wo.Bundle = withURLs(wo.Bundle)
 	wo.Authorization.Token = jobs.Secret{}
-	return dmsapi.WorkOrder{WorkOrder: wo, TokenID: tokenID}
+	return writeJSON(w, status, dmsapi.WorkOrder{WorkOrder: wo, TokenID: spec.TokenID, Stations: spec.Stations})
+}
+
+type assignRequest struct {
+	Stations []string `json:"stations"`
+}
+
+// assignStations adds stations to a work order's list.
+func (s *server) assignStations(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
+	var req assignRequest
+	if err := decode(w, r, MaxJSONBody, &req); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if err := s.svc.AssignStations(r.Context(), id, req.Stations); err != nil {
+		return err
+	}
+	return s.writeWorkOrder(w, r, http.StatusOK, id)
+}
+
+// unassignStation takes a station off a work order's list.
+func (s *server) unassignStation(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
+	if err := s.svc.UnassignStation(r.Context(), r.PathValue("id"), r.PathValue("station")); err != nil {
+		return err
+	}
+	return noContent(w)
 }
 
 // Activation tokens.
@@ -78,7 +117,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request, _ dms.Princ
 
 func (s *server) listTokens(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	product := r.PathValue("code")
-	if err := mayRead(p, product); err != nil {
+	if err := s.mayReadProduct(r.Context(), p, product); err != nil {
 		return err
 	}
 	tokens, err := s.svc.Tokens(r.Context(), product)
@@ -89,11 +128,12 @@ func (s *server) listTokens(w http.ResponseWriter, r *http.Request, p dms.Princi
 }
 
 func (s *server) getToken(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
-	info, err := s.svc.Token(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	info, err := s.svc.Token(r.Context(), id)
 	if err != nil {
-		return err
+		return readErr(p, err, "activation token", id)
 	}
-	if err := mayRead(p, info.Product); err != nil {
+	if err := s.mayReadOf(r.Context(), p, info.Product, "activation token", id); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, info)
@@ -139,11 +179,12 @@ func (s *server) createPurchaseOrder(w http.ResponseWriter, r *http.Request, _ d
 }
 
 func (s *server) getPurchaseOrder(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
-	po, err := s.svc.PurchaseOrder(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	po, err := s.svc.PurchaseOrder(r.Context(), id)
 	if err != nil {
-		return err
+		return readErr(p, err, "purchase order", id)
 	}
-	if err := mayRead(p, po.Product); err != nil {
+	if err := s.mayReadOf(r.Context(), p, po.Product, "purchase order", id); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, po)

@@ -75,58 +75,93 @@ func New(cfg Config) http.Handler {
 	return s.logRequests(mux)
 }
 
-// Who may make a call.
+// Who may make a call. A call's handler narrows it further: a support
+// key to its product's records, a station key to the work orders
+// assigned to its station (see scope.go).
 var (
 	adminOnly = []dms.Role{dms.RoleAdmin}
 	readers   = []dms.Role{dms.RoleAdmin, dms.RoleSupport}
 	anyKey    = []dms.Role{dms.RoleAdmin, dms.RoleSupport, dms.RoleStation}
 	stations  = []dms.Role{dms.RoleAdmin, dms.RoleStation}
-	catalogue = []dms.Role{dms.RoleAdmin, dms.RoleSupport, dms.RoleStation}
 )
 
+// route is one call of the API.
+type route struct {
+	// call is the method and pattern, as docs/api.md writes it.
+	call string
+	// roles may make the call; nil means it takes no API key.
+	roles []dms.Role
+	h     handler
+}
+
+// table lists every call of the API.
+func (s *server) table() []route {
+	return []route{
+		{"GET " + dmsapi.PathHealth, nil, s.health},
+		{"POST " + dmsapi.PathClaim, nil, s.claim},
+
+		{"POST /v1/keys", adminOnly, s.createKey},
+		{"GET /v1/keys", adminOnly, s.listKeys},
+		{"DELETE /v1/keys/{id}", adminOnly, s.revokeKey},
+
+		{"POST /v1/customers", adminOnly, s.createCustomer},
+		{"GET /v1/customers/{id}", adminOnly, s.getCustomer},
+		{"POST /v1/products", adminOnly, s.createProduct},
+		{"GET /v1/products", readers, s.listProducts},
+		{"GET /v1/products/{code}", readers, s.getProduct},
+		{"PATCH /v1/products/{code}", adminOnly, s.patchProduct},
+		{"DELETE /v1/products/{code}", adminOnly, s.deleteProduct},
+
+		{"PUT " + dmsapi.PathArtifact, adminOnly, s.putArtifact},
+		{"GET " + dmsapi.PathArtifact, anyKey, s.getArtifact},
+		{"POST /v1/products/{code}/bundles", adminOnly, s.createBundle},
+		{"GET /v1/products/{code}/bundles", anyKey, s.listBundles},
+		{"GET /v1/products/{code}/bundles/{version}", anyKey, s.getBundle},
+
+		{"POST /v1/work-orders", adminOnly, s.createWorkOrder},
+		{"GET " + dmsapi.PathWorkOrder, anyKey, s.getWorkOrder},
+		{"POST /v1/work-orders/{id}/stations", adminOnly, s.assignStations},
+		{"DELETE /v1/work-orders/{id}/stations/{station}", adminOnly, s.unassignStation},
+		{"POST /v1/products/{code}/tokens", adminOnly, s.createToken},
+		{"GET /v1/products/{code}/tokens", readers, s.listTokens},
+		{"GET /v1/tokens/{id}", readers, s.getToken},
+		{"POST /v1/tokens/{id}/revoke", adminOnly, s.revokeToken},
+		{"POST /v1/purchase-orders", adminOnly, s.createPurchaseOrder},
+		{"GET /v1/purchase-orders/{id}", readers, s.getPurchaseOrder},
+
+		{"GET /v1/devices/{hardware_id}", readers, s.getDevice},
+		{"GET /v1/products/{code}/devices", readers, s.listDevices},
+
+		{"POST " + dmsapi.PathPreflight, stations, s.preflight},
+		{"POST " + dmsapi.PathActivate, stations, s.activate},
+		{"POST " + dmsapi.PathLock, stations, s.lock},
+		{"POST " + dmsapi.PathComplete, stations, s.complete},
+		{"POST " + dmsapi.PathEvents, stations, s.ingest},
+
+		{"GET /v1/flash-logs", readers, s.flashLogs},
+		{"GET /v1/events", readers, s.events},
+	}
+}
+
+// Calls lists every call of the API, as "METHOD /path/{value}" in the
+// words of docs/api.md, in the order the doc shows them. Tests check the
+// doc's tables against it.
+func Calls() []string {
+	var out []string
+	for _, r := range (&server{}).table() {
+		out = append(out, r.call)
+	}
+	return out
+}
+
 func (s *server) routes(mux *http.ServeMux) {
-	mux.Handle("GET "+dmsapi.PathHealth, s.open(s.health))
-	mux.Handle("POST "+dmsapi.PathClaim, s.open(s.claim))
-
-	mux.Handle("POST /v1/keys", s.auth(adminOnly, s.createKey))
-	mux.Handle("GET /v1/keys", s.auth(adminOnly, s.listKeys))
-	mux.Handle("DELETE /v1/keys/{id}", s.auth(adminOnly, s.revokeKey))
-
-	mux.Handle("POST /v1/customers", s.auth(adminOnly, s.createCustomer))
-	mux.Handle("GET /v1/customers/{id}", s.auth(adminOnly, s.getCustomer))
-	mux.Handle("POST /v1/products", s.auth(adminOnly, s.createProduct))
-	mux.Handle("GET /v1/products", s.auth(readers, s.listProducts))
-	mux.Handle("GET /v1/products/{code}", s.auth(readers, s.getProduct))
-	mux.Handle("PATCH /v1/products/{code}", s.auth(adminOnly, s.patchProduct))
-	mux.Handle("DELETE /v1/products/{code}", s.auth(adminOnly, s.deleteProduct))
-
-	mux.Handle("PUT "+dmsapi.PathArtifact, s.auth(adminOnly, s.putArtifact))
-	mux.Handle("GET "+dmsapi.PathArtifact, s.auth(anyKey, s.getArtifact))
-	mux.Handle("POST /v1/products/{code}/bundles", s.auth(adminOnly, s.createBundle))
-	mux.Handle("GET /v1/products/{code}/bundles", s.auth(catalogue, s.listBundles))
-	mux.Handle("GET /v1/products/{code}/bundles/{version}", s.auth(catalogue, s.getBundle))
-
-	mux.Handle("POST /v1/work-orders", s.auth(adminOnly, s.createWorkOrder))
-	mux.Handle("GET "+dmsapi.PathWorkOrder, s.auth(catalogue, s.getWorkOrder))
-	mux.Handle("POST /v1/products/{code}/tokens", s.auth(adminOnly, s.createToken))
-	mux.Handle("GET /v1/products/{code}/tokens", s.auth(readers, s.listTokens))
-	mux.Handle("GET /v1/tokens/{id}", s.auth(readers, s.getToken))
-	mux.Handle("POST /v1/tokens/{id}/revoke", s.auth(adminOnly, s.revokeToken))
-	mux.Handle("POST /v1/purchase-orders", s.auth(adminOnly, s.createPurchaseOrder))
-	mux.Handle("GET /v1/purchase-orders/{id}", s.auth(readers, s.getPurchaseOrder))
-
-	mux.Handle("GET /v1/devices/{hardware_id}", s.auth(readers, s.getDevice))
-	mux.Handle("GET /v1/products/{code}/devices", s.auth(readers, s.listDevices))
-
-	mux.Handle("POST "+dmsapi.PathPreflight, s.auth(stations, s.preflight))
-	mux.Handle("POST "+dmsapi.PathActivate, s.auth(stations, s.activate))
-	mux.Handle("POST "+dmsapi.PathLock, s.auth(stations, s.lock))
-	mux.Handle("POST "+dmsapi.PathComplete, s.auth(stations, s.complete))
-	mux.Handle("POST "+dmsapi.PathEvents, s.auth(stations, s.ingest))
-
-	mux.Handle("GET /v1/flash-logs", s.auth(readers, s.flashLogs))
-	mux.Handle("GET /v1/events", s.auth(readers, s.events))
-
+	for _, r := range s.table() {
+		if r.roles == nil {
+			mux.Handle(r.call, s.open(r.h))
+		} else {
+			mux.Handle(r.call, s.auth(r.roles, r.h))
+		}
+	}
 	mux.Handle("/", s.open(func(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
 		return apiError(http.StatusNotFound, dmsapi.CodeNotFound,
 			"the DMS has no call %s %s: see docs/api.md for its calls", r.Method, r.URL.Path)
@@ -203,15 +238,6 @@ func allow(p dms.Principal, roles []dms.Role) error {
 		names[i] = string(r)
 	}
 	return forbidden("this call needs a key of role %s; key %s is a %s key", strings.Join(names, " or "), p.KeyID, p.Role)
-}
-
-// mayRead checks that p may read the records of product: a support key
-// reads its own product's only.
-func mayRead(p dms.Principal, product string) error {
-	if p.Role == dms.RoleSupport && p.Product != product {
-		return forbidden("key %s is a support key for product %s and may not read product %s's records", p.KeyID, p.Product, product)
-	}
-	return nil
 }
 
 // actAs checks that p may act for station: a station key acts for its

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,10 +43,12 @@ func TestAuth(t *testing.T) {
 		{"revoked key", "GET", "/v1/products/THERMO", revoked, nil, 401, dmsapi.CodeUnauthenticated, "unknown or revoked"},
 		{"support writes", "POST", "/v1/customers", s.support, map[string]any{"id": "X", "name": "X"}, 403, dmsapi.CodeForbidden, "needs a key of role admin"},
 		{"support patches", "PATCH", "/v1/products/THERMO", s.support, map[string]any{"archived": true}, 403, dmsapi.CodeForbidden, "role admin"},
-		{"support other product", "GET", "/v1/products/OTHER", s.support, nil, 403, dmsapi.CodeForbidden, "support key for product THERMO"},
-		{"support other bundles", "GET", "/v1/products/OTHER/bundles", s.support, nil, 403, dmsapi.CodeForbidden, "THERMO"},
-		{"support other work order", "GET", "/v1/work-orders/WO-1", s.supportOther, nil, 403, dmsapi.CodeForbidden, "product OTHER"},
-		{"support other token", "GET", "/v1/tokens/" + s.tokenID, s.supportOther, nil, 403, dmsapi.CodeForbidden, "product OTHER"},
+		{"support other product", "GET", "/v1/products/OTHER", s.support, nil, 404, dmsapi.CodeNotFound, "product OTHER is not known to the DMS, or is not product THERMO's"},
+		{"support other bundles", "GET", "/v1/products/OTHER/bundles", s.support, nil, 404, dmsapi.CodeNotFound, "not product THERMO's"},
+		{"support other work order", "GET", "/v1/work-orders/WO-1", s.supportOther, nil, 404, dmsapi.CodeNotFound, "work order WO-1 is not known to the DMS, or is not product OTHER's"},
+		{"support other token", "GET", "/v1/tokens/" + s.tokenID, s.supportOther, nil, 404, dmsapi.CodeNotFound, "is not known to the DMS, or is not product OTHER's"},
+		{"station without work order", "POST", "/v1/lock", s.station, jobs.LockRequest{Product: "THERMO", HardwareID: "aa:04"}, 422, dmsapi.CodeInvalid, "work_order is missing"},
+		{"station under unknown work order", "POST", "/v1/complete", s.station, jobs.CompleteRequest{WorkOrder: "WO-9", HardwareID: "aa:04"}, 404, dmsapi.CodeNotFound, "work order WO-9 is not known to the DMS, or is not assigned to station line-1"},
 		{"support activates", "POST", "/v1/activate", s.support, activateBody("THERMO", "aa:01", s.token), 403, dmsapi.CodeForbidden, "admin or station"},
 		{"station reads keys", "GET", "/v1/keys", s.station, nil, 403, dmsapi.CodeForbidden, "role admin"},
 		{"station lists products", "GET", "/v1/products", s.station, nil, 403, dmsapi.CodeForbidden, "admin or support"},
@@ -132,7 +135,11 @@ func TestCatalog(t *testing.T) {
 	if got := bundles[0].Artifacts[0]; got.URL != "/v1/artifacts/"+s.sum || got.Size != int64(len(s.image)) || got.Address.Uint64() != 0x10000 {
 		t.Errorf("bundle artifact = %+v, want url /v1/artifacts/%s", got, s.sum)
 	}
+	// A station reads the bundles of its work orders' products: line-1
+	// takes WO-1 (THERMO) by reading it first.
 	var b jobs.Bundle
+	e.wantError(404, dmsapi.CodeNotFound, "GET", "/v1/products/THERMO/bundles/1.0.0", s.station, nil)
+	e.want(200, "GET", "/v1/work-orders/WO-1", s.station, nil, nil)
 	e.want(200, "GET", "/v1/products/THERMO/bundles/1.0.0", s.station, nil, &b)
 	if b.Artifacts[0].SHA256 != s.sum {
 		t.Errorf("GET bundle = %+v", b)
@@ -262,7 +269,7 @@ func TestStationFlow(t *testing.T) {
 	if d.History[0].Station != "line-1" {
 		t.Errorf("activation recorded station %q, want the key's line-1", d.History[0].Station)
 	}
-	e.wantError(403, dmsapi.CodeForbidden, "GET", "/v1/devices/"+hw, s.supportOther, nil)
+	e.wantError(404, dmsapi.CodeNotFound, "GET", "/v1/devices/"+hw, s.supportOther, nil)
 	var devs []dms.Device
 	e.want(200, "GET", "/v1/products/THERMO/devices", s.support, nil, &devs)
 	if len(devs) != 1 || devs[0].HardwareID != hw {
@@ -272,6 +279,21 @@ func TestStationFlow(t *testing.T) {
 	if len(devs) != 0 {
 		t.Errorf("GET devices of OTHER = %+v, want none", devs)
 	}
+
+	// WO-1 was taken by line-1, its first station; a second line is
+	// assigned, and line-1 taken off.
+	line2 := e.newKey(map[string]any{"role": "station", "station": "line-2"})
+	e.wantError(404, dmsapi.CodeNotFound, "GET", "/v1/work-orders/WO-1", line2, nil)
+	var wo dmsapi.WorkOrder
+	e.want(200, "POST", "/v1/work-orders/WO-1/stations", e.admin, map[string]any{"stations": []string{"line-2"}}, &wo)
+	if !slices.Equal(wo.Stations, []string{"line-1", "line-2"}) {
+		t.Errorf("assign line-2: stations = %q, want line-1 and line-2", wo.Stations)
+	}
+	e.want(200, "GET", "/v1/work-orders/WO-1", line2, nil, nil)
+	e.want(204, "DELETE", "/v1/work-orders/WO-1/stations/line-1", e.admin, nil, nil)
+	e.wantError(404, dmsapi.CodeNotFound, "POST", "/v1/lock", s.station, jobs.LockRequest{WorkOrder: "WO-1", Product: "THERMO", HardwareID: hw})
+	e.wantError(404, dmsapi.CodeNotFound, "DELETE", "/v1/work-orders/WO-1/stations/line-1", e.admin, nil)
+	e.wantError(422, dmsapi.CodeInvalid, "POST", "/v1/work-orders/WO-1/stations", e.admin, map[string]any{"stations": []string{"bad station"}})
 }
 
 func TestDomainErrors(t *testing.T) {
@@ -294,7 +316,7 @@ func TestDomainErrors(t *testing.T) {
 	revID, revoked := newToken(map[string]any{"max_claims": 5})
 	e.want(200, "POST", "/v1/tokens/"+revID+"/revoke", a, nil, nil)
 	// A device locked to OTHER (production); an archived product.
-	e.want(200, "POST", "/v1/activate", s.station, activateBody("OTHER", "lk:01", s.otherToken), nil)
+	e.want(200, "POST", "/v1/activate", a, activateBody("OTHER", "lk:01", s.otherToken), nil)
 	e.want(201, "POST", "/v1/products", a, map[string]any{"code": "OLD", "name": "Old", "part_number": "O-1", "stage": "development"}, nil)
 	e.want(201, "POST", "/v1/products/OLD/bundles", a, bundleBody("1.0.0", s.sum, len(s.image)), nil)
 	var oldTok struct {
@@ -345,9 +367,6 @@ func TestDomainErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e.t = t
 			key := a
-			if tc.path == "/v1/activate" || tc.path == "/v1/lock" {
-				key = s.station
-			}
 			if tc.path == "/v1/claim" {
 				key = ""
 			}

@@ -17,11 +17,12 @@ import (
 // Devices.
 
 func (s *server) getDevice(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
-	d, err := s.svc.Device(r.Context(), flasher.HardwareID(r.PathValue("hardware_id")))
+	hw := r.PathValue("hardware_id")
+	d, err := s.svc.Device(r.Context(), flasher.HardwareID(hw))
 	if err != nil {
-		return err
+		return readErr(p, err, "device", hw)
 	}
-	if err := mayRead(p, d.Product); err != nil {
+	if err := s.mayReadOf(r.Context(), p, d.Product, "device", hw); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, d)
@@ -29,7 +30,7 @@ func (s *server) getDevice(w http.ResponseWriter, r *http.Request, p dms.Princip
 
 func (s *server) listDevices(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	product := r.PathValue("code")
-	if err := mayRead(p, product); err != nil {
+	if err := s.mayReadProduct(r.Context(), p, product); err != nil {
 		return err
 	}
 	devs, err := s.svc.Devices(r.Context(), product)
@@ -41,9 +42,12 @@ func (s *server) listDevices(w http.ResponseWriter, r *http.Request, p dms.Princ
 
 // The station's calls.
 
-func (s *server) preflight(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
+func (s *server) preflight(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	var req jobs.PreflightRequest
 	if err := decode(w, r, MaxJSONBody, &req); err != nil {
+		return err
+	}
+	if _, err := s.callWorkOrder(r.Context(), p, req.WorkOrder, req.Product); err != nil {
 		return err
 	}
 	v, err := s.svc.Preflight(r.Context(), req)
@@ -67,6 +71,9 @@ func (s *server) activate(w http.ResponseWriter, r *http.Request, p dms.Principa
 		}
 		station = p.Station
 	}
+	if _, err := s.callWorkOrder(r.Context(), p, req.WorkOrder, req.Product); err != nil {
+		return err
+	}
 	act, err := s.svc.Activate(r.Context(), jobs.ActivateRequest{
 		WorkOrder: req.WorkOrder, Product: req.Product, HardwareID: req.HardwareID,
 		FirmwareVersion: req.FirmwareVersion, Token: jobs.NewSecret(req.Token),
@@ -78,9 +85,16 @@ func (s *server) activate(w http.ResponseWriter, r *http.Request, p dms.Principa
 	return writeJSON(w, http.StatusOK, act)
 }
 
-func (s *server) lock(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
+func (s *server) lock(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	var req jobs.LockRequest
 	if err := decode(w, r, MaxJSONBody, &req); err != nil {
+		return err
+	}
+	wo, err := s.callWorkOrder(r.Context(), p, req.WorkOrder, req.Product)
+	if err != nil {
+		return err
+	}
+	if err := s.workedOn(r.Context(), p, wo, req.HardwareID); err != nil {
 		return err
 	}
 	if err := s.svc.Lock(r.Context(), req); err != nil {
@@ -89,9 +103,16 @@ func (s *server) lock(w http.ResponseWriter, r *http.Request, _ dms.Principal) e
 	return noContent(w)
 }
 
-func (s *server) complete(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
+func (s *server) complete(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
 	var req jobs.CompleteRequest
 	if err := decode(w, r, MaxJSONBody, &req); err != nil {
+		return err
+	}
+	wo, err := s.callWorkOrder(r.Context(), p, req.WorkOrder, "")
+	if err != nil {
+		return err
+	}
+	if err := s.workedOn(r.Context(), p, wo, req.HardwareID); err != nil {
 		return err
 	}
 	if err := s.svc.MarkDone(r.Context(), req.WorkOrder, req.HardwareID); err != nil {
