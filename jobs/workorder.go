@@ -258,7 +258,8 @@ func ParseWorkOrder(data []byte) (WorkOrder, error) {
 // DecodeWorkOrder reads a work order from JSON without validating its
 // values, for callers that complete it first (a token given apart from the
 // file). Syntax, type and unknown-field errors are refused as by
-// ParseWorkOrder.
+// ParseWorkOrder, and so is text that is not UTF-8 or holds a NUL
+// (CheckJSONText), which decoding would hide.
 func DecodeWorkOrder(data []byte) (WorkOrder, error) {
 	var wo WorkOrder
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -271,6 +272,10 @@ func DecodeWorkOrder(data []byte) (WorkOrder, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return WorkOrder{}, &InvalidError{ID: wo.ID, Problems: []*FieldError{{Field: "(document)", Problem: "has trailing data after the work order object"}}}
+	}
+	var fe *FieldError
+	if errors.As(CheckJSONText(data), &fe) {
+		return WorkOrder{}, &InvalidError{ID: wo.ID, Problems: []*FieldError{fe}}
 	}
 	return wo, nil
 }
@@ -365,18 +370,20 @@ func (wo *WorkOrder) Validate() error {
 	case !idPattern.MatchString(wo.Product.Code):
 		bad("product.code", "%q must be 1 to 64 letters, digits, '.', '_' or '-'", wo.Product.Code)
 	}
-	if strings.TrimSpace(wo.Product.Name) == "" {
-		bad("product.name", "is missing")
+	named := func(field, value string, max int) {
+		switch err := CheckName(value, max); {
+		case err != nil:
+			bad(field, "%v", err)
+		case strings.TrimSpace(value) == "":
+			bad(field, "is missing")
+		}
 	}
-	if strings.TrimSpace(wo.Product.PartNumber) == "" {
-		bad("product.part_number", "is missing")
-	}
+	named("product.name", wo.Product.Name, MaxNameLen)
+	named("product.part_number", wo.Product.PartNumber, MaxNameLen)
 	if wo.Product.Stage != StageDevelopment && wo.Product.Stage != StageProduction {
 		bad("product.stage", "is %q; it must be \"development\" or \"production\"", wo.Product.Stage)
 	}
-	if strings.TrimSpace(wo.Bundle.Version) == "" {
-		bad("bundle.version", "is missing")
-	}
+	named("bundle.version", wo.Bundle.Version, MaxNameLen)
 	if wo.Bundle.Tag != TagRelease && wo.Bundle.Tag != TagBeta && wo.Bundle.Tag != TagAlpha {
 		bad("bundle.tag", "is %q; it must be \"release\", \"beta\" or \"alpha\"", wo.Bundle.Tag)
 	}
@@ -386,7 +393,9 @@ func (wo *WorkOrder) Validate() error {
 	names := map[string]bool{}
 	for i, a := range wo.Bundle.Artifacts {
 		f := fmt.Sprintf("bundle.artifacts[%d].", i)
-		if strings.TrimSpace(a.Name) == "" {
+		if err := CheckName(a.Name, MaxNameLen); err != nil {
+			bad(f+"name", "%v", err)
+		} else if strings.TrimSpace(a.Name) == "" {
 			bad(f+"name", "is missing")
 		} else if names[a.Name] {
 			bad(f+"name", "%q is used by another artifact of the bundle", a.Name)
@@ -407,7 +416,9 @@ func (wo *WorkOrder) Validate() error {
 		if !contains(Formats, a.Format) {
 			bad(f+"format", "is %q; it must be one of %s", a.Format, strings.Join(Formats, ", "))
 		}
-		if strings.TrimSpace(a.URL) == "" {
+		if err := CheckName(a.URL, MaxURLLen); err != nil {
+			bad(f+"url", "%v", err)
+		} else if strings.TrimSpace(a.URL) == "" {
 			bad(f+"url", "is missing; say where to download the artifact")
 		}
 	}
@@ -426,6 +437,12 @@ func (wo *WorkOrder) Validate() error {
 	case !hasToken && !hasPO:
 		bad("authorization", "is missing; give an activation token or a purchase order")
 	}
+	if err := CheckName(wo.Authorization.PurchaseOrder, MaxNameLen); err != nil {
+		bad("authorization.purchase_order", "%v", err)
+	}
+	if err := CheckName(wo.Authorization.Token.Reveal(), MaxNameLen); err != nil {
+		bad("authorization.token", "%v", err)
+	}
 	seen := map[string]bool{}
 	for i, l := range wo.Lock.Device {
 		switch {
@@ -435,6 +452,9 @@ func (wo *WorkOrder) Validate() error {
 			bad(fmt.Sprintf("lock.device[%d]", i), "%q is listed twice", l)
 		}
 		seen[l] = true
+	}
+	if err := CheckName(wo.Label.Template, MaxNameLen); err != nil {
+		bad("label.template", "%v", err)
 	}
 	if wo.Label.Copies < 0 || wo.Label.Copies > 10 {
 		bad("label.copies", "must be between 0 and 10")

@@ -149,6 +149,9 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 	human := [][2]string{{"journal", j.Path()}, {"labels", labels}}
 	if synced != nil {
 		extra["synced_events"], extra["unsynced_events"] = synced.Acked, synced.Lag
+		if synced.Refused > 0 {
+			extra["refused_events"] = synced.Refused
+		}
 		human = append(human, [2]string{"sync", syncLine(synced)})
 	}
 	return report(out, sum, extra, human)
@@ -181,8 +184,15 @@ func readWorkOrder(path, token string) (jobs.WorkOrder, error) {
 
 // syncLine says in the summary how far the journal's sync came.
 func syncLine(st *upstream.SyncStatus) string {
-	if st.Lag == 0 {
+	line := fmt.Sprintf("%d events stored by the DMS, %d still waiting in the journal (they go up on the next run)", st.Acked, st.Lag)
+	switch {
+	case st.Lag == 0 && st.Refused == 0:
 		return fmt.Sprintf("every event stored by the DMS (%d)", st.Acked)
+	case st.Lag == 0:
+		line = fmt.Sprintf("%d events synced, none waiting", st.Acked)
 	}
-	return fmt.Sprintf("%d events stored by the DMS, %d still waiting in the journal (they go up on the next run)", st.Acked, st.Lag)
+	if st.Refused > 0 {
+		line += fmt.Sprintf("; %d refused by the DMS and kept in the journal for QA (last: %s)", st.Refused, st.LastRefused)
+	}
+	return line
 }

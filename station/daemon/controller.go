@@ -160,6 +160,13 @@ func (d *Daemon) dmsLink() localapi.Link {
 	case st.Lag > 0:
 		l.Detail = fmt.Sprintf("%d events waiting to sync", st.Lag)
 	}
+	if st.Refused > 0 {
+		refused := fmt.Sprintf("%d events refused by the DMS, kept in the journal for QA (last: %s)", st.Refused, st.LastRefused)
+		if l.Detail != "" {
+			refused = l.Detail + "; " + refused
+		}
+		l.Detail = refused
+	}
 	return l
 }
 

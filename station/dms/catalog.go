@@ -39,6 +39,9 @@ func (s *Service) createCustomer(ctx context.Context, t *tx, c Customer) error {
 	if err := checkID("customer id", c.ID); err != nil {
 		return err
 	}
+	if err := checkName("name", c.Name, jobs.MaxNameLen); err != nil {
+		return err
+	}
 	if strings.TrimSpace(c.Name) == "" {
 		return fail(ErrInvalid, "customer %s has no name", c.ID)
 	}

@@ -121,6 +121,9 @@ func (s *Service) activate(ctx context.Context, t *tx, req jobs.ActivateRequest)
 	if err := checkHardwareID(hw); err != nil {
 		return jobs.Activation{}, ev, err
 	}
+	if err := checkName("firmware_version", req.FirmwareVersion, jobs.MaxNameLen); err != nil {
+		return jobs.Activation{}, ev, err
+	}
 	hasToken, hasPO := !req.Token.IsZero(), req.PurchaseOrder != ""
 	switch {
 	case hasToken && hasPO:

@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/journal"
 )
 
@@ -28,7 +30,10 @@ type IngestResult struct {
 
 // IngestEvents stores a batch of one station's journal events, each
 // (station, seq) once, in one transaction: all of the batch or none. An
-// event of another station, or with no sequence number, refuses the batch.
+// event with no sequence number refuses the batch; one that breaks a rule
+// (checkEvent: another station's, no kind, status or time, text the DMS
+// does not take) refuses it with a *FieldError naming its seq, so that
+// the station can set that event aside and send the rest.
 func (s *Service) IngestEvents(ctx context.Context, station string, events []journal.Event) (IngestResult, error) {
 	if err := checkID("station", station); err != nil {
 		return IngestResult{}, err
@@ -37,18 +42,11 @@ func (s *Service) IngestEvents(ctx context.Context, station string, events []jou
 		return IngestResult{}, fail(ErrInvalid, "a batch holds at most %d events, not %d: send it in parts", MaxIngestBatch, len(events))
 	}
 	for i, e := range events {
-		switch {
-		case e.Station != station:
-			return IngestResult{}, fail(ErrInvalid, "event %d of the batch is station %q's, not %q's", i+1, e.Station, station)
-		case e.Seq <= 0:
+		if e.Seq <= 0 {
 			return IngestResult{}, fail(ErrInvalid, "event %d of the batch has no sequence number", i+1)
-		case e.Kind == "" || e.Status == "":
-			return IngestResult{}, fail(ErrInvalid, "event %d (seq %d) has no kind or status", i+1, e.Seq)
-		case e.Time.IsZero():
-			return IngestResult{}, fail(ErrInvalid, "event %d (seq %d) has no time", i+1, e.Seq)
 		}
-		if len(e.Data) > 0 && !json.Valid(e.Data) {
-			return IngestResult{}, fail(ErrInvalid, "event %d (seq %d) has data that is not JSON", i+1, e.Seq)
+		if err := checkEvent(station, e); err != nil {
+			return IngestResult{}, err
 		}
 	}
 	var res IngestResult
@@ -83,6 +81,55 @@ func (s *Service) IngestEvents(ctx context.Context, station string, events []jou
 	return res, nil
 }
 
+// MaxEventData bounds an event's data, in bytes of JSON.
+const MaxEventData = 64 << 10
+
+// checkEvent checks one event of station's batch and returns a
+// *FieldError naming the event's seq and the field at fault. Names are
+// one line of at most jobs.MaxNameLen bytes; the error is free text of at
+// most jobs.MaxTextLen; data is a JSON object of at most MaxEventData
+// bytes whose strings hold no NUL.
+func checkEvent(station string, e journal.Event) error {
+	bad := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Seq: e.Seq, Problem: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case e.Station != station:
+		return bad("station", "is another station's, not %s's: a station sends its own events", station)
+	case e.Kind == "":
+		return bad("kind", "is missing")
+	case e.Status == "":
+		return bad("status", "is missing")
+	case e.Time.IsZero():
+		return bad("time", "is missing")
+	}
+	for _, f := range []struct{ name, value string }{
+		{"kind", string(e.Kind)}, {"status", string(e.Status)}, {"work_order", e.WorkOrder}, {"slot", e.Slot},
+		{"device", e.Device}, {"operator", e.Operator}, {"step", e.Step},
+	} {
+		if err := jobs.CheckName(f.value, jobs.MaxNameLen); err != nil {
+			return bad(f.name, "%v", err)
+		}
+	}
+	if err := jobs.CheckText(e.Error, jobs.MaxTextLen); err != nil {
+		return bad("error", "%v", err)
+	}
+	if len(e.Data) == 0 {
+		return nil
+	}
+	if len(e.Data) > MaxEventData {
+		return bad("data", "is %d bytes long; at most %d are allowed", len(e.Data), MaxEventData)
+	}
+	if !json.Valid(e.Data) {
+		return bad("data", "is not JSON")
+	}
+	var fe *FieldError
+	if errors.As(CheckJSONText(e.Data), &fe) {
+		return bad(strings.TrimSuffix("data."+fe.Field, "."), "%s", fe.Problem)
+	}
+	return nil
+}
+
 // EventFilter selects ingested events. Empty fields match everything;
 // Since is inclusive, Until exclusive.
 type EventFilter struct {
@@ -94,26 +141,20 @@ type EventFilter struct {
 	// Products limits the events to work orders of these products; nil
 	// means any (a support key sets its one product).
 	Products []string
-	// AfterSeq and Limit page through one station's events.
+	// AfterSeq selects events with a greater sequence number; Limit caps
+	// their number (0: no cap; the HTTP API always pages, see EventPage).
 	AfterSeq int64
 	Limit    int
+
+	// after is a page's cursor, (station, seq); from and to bound the
+	// (work order, device) of step events, inclusive, for flash logs.
+	after    Cursor
+	from, to Cursor
 }
 
-// Events returns ingested events in (station, seq) order.
-func (s *Service) Events(ctx context.Context, f EventFilter) ([]journal.Event, error) {
-	var out []journal.Event
-	err := s.Store.view(ctx, func(t *tx) error {
-		var err error
-		out, err = t.stationEvents(ctx, f)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
-	}
-	return out, nil
-}
-
-func (t *tx) stationEvents(ctx context.Context, f EventFilter) ([]journal.Event, error) {
+// where returns the filter's conditions and their arguments, numbered
+// from $1.
+func (f EventFilter) where() ([]string, []any) {
 	var where []string
 	var args []any
 	add := func(cond string, v any) {
@@ -149,12 +190,49 @@ func (t *tx) stationEvents(ctx context.Context, f EventFilter) ([]journal.Event,
 		}
 		where = append(where, "work_order IN (SELECT id FROM work_orders WHERE product IN ("+strings.Join(ph, ", ")+"))")
 	}
+	return where, args
+}
+
+// Events returns ingested events in (station, seq) order: every event f
+// selects, up to f.Limit. The HTTP API reads them a page at a time
+// (EventPage).
+func (s *Service) Events(ctx context.Context, f EventFilter) ([]journal.Event, error) {
+	var out []journal.Event
+	err := s.Store.view(ctx, func(t *tx) error {
+		var err error
+		out, err = t.stationEvents(ctx, f)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
+
+func (t *tx) stationEvents(ctx context.Context, f EventFilter) ([]journal.Event, error) {
+	where, args := f.where()
+	cond, err := keyset([]string{"station", "seq"}, f.after, &args, nil, parseSeq)
+	if err != nil {
+		return nil, err
+	}
+	if cond != "" {
+		where = append(where, cond)
+	}
+	order := " ORDER BY station, seq"
+	if f.from != nil {
+		args = append(args, f.from[0], f.from[1], f.to[0], f.to[1])
+		n := len(args)
+		where = append(where, "kind = 'step'", "device <> ''",
+			fmt.Sprintf("(work_order, device) >= ($%d, $%d)", n-3, n-2),
+			fmt.Sprintf("(work_order, device) <= ($%d, $%d)", n-1, n))
+		order = " ORDER BY work_order, device, station, seq"
+	}
 	q := `SELECT station, seq, time, kind, work_order, slot, device, operator, step, status, attempt,
 		duration_ns, error, data FROM station_events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY station, seq"
+	q += order
 	if f.Limit > 0 {
 		args = append(args, f.Limit)
 		q += fmt.Sprintf(" LIMIT $%d", len(args))
@@ -203,7 +281,8 @@ type FlashLogFilter struct {
 }
 
 // FlashLogs returns the flash log of every device the filter selects, by
-// work order and device.
+// work order and device. The HTTP API reads them a page at a time
+// (FlashLogPage).
 func (s *Service) FlashLogs(ctx context.Context, f FlashLogFilter) ([]FlashLog, error) {
 	ef := f.EventFilter
 	ef.AfterSeq, ef.Limit = 0, 0
@@ -211,6 +290,18 @@ func (s *Service) FlashLogs(ctx context.Context, f FlashLogFilter) ([]FlashLog, 
 	if err != nil {
 		return nil, err
 	}
+	var out []FlashLog
+	for _, l := range foldFlashLogs(events) {
+		if f.Result == "" || l.Result == f.Result {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// foldFlashLogs groups step events by work order and device and folds
+// each group into its flash log, by work order and device.
+func foldFlashLogs(events []journal.Event) []FlashLog {
 	type key struct{ wo, dev string }
 	groups := map[key][]journal.Event{}
 	var order []key
@@ -235,11 +326,7 @@ func (s *Service) FlashLogs(ctx context.Context, f FlashLogFilter) ([]FlashLog, 
 				stations = append(stations, e.Station)
 			}
 		}
-		st := journal.Fold(evs)
-		if f.Result != "" && st.Result != f.Result {
-			continue
-		}
-		out = append(out, FlashLog{DeviceState: st, Stations: stations})
+		out = append(out, FlashLog{DeviceState: journal.Fold(evs), Stations: stations})
 	}
 	slices.SortFunc(out, func(a, b FlashLog) int {
 		if c := strings.Compare(a.WorkOrder, b.WorkOrder); c != 0 {
@@ -247,5 +334,5 @@ func (s *Service) FlashLogs(ctx context.Context, f FlashLogFilter) ([]FlashLog, 
 		}
 		return strings.Compare(a.Device, b.Device)
 	})
-	return out, nil
+	return out
 }

@@ -61,6 +61,9 @@ var ErrUnauthenticated = errors.New("unknown or revoked key")
 // once: the DMS keeps only a keyed hash. A support key names its product,
 // a station key its station id.
 func (s *Service) CreateKey(ctx context.Context, k Key) (Key, jobs.Secret, error) {
+	if err := checkName("name", k.Name, jobs.MaxNameLen); err != nil {
+		return Key{}, jobs.Secret{}, err
+	}
 	switch k.Role {
 	case RoleAdmin:
 		if k.Product != "" || k.Station != "" {

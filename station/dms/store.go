@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/station-dev/station/station/migrate"
 
@@ -159,15 +160,53 @@ func (t *tx) forUpdate() string {
 }
 
 func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if err := checkArgs(args); err != nil {
+		return nil, err
+	}
 	return t.ExecContext(ctx, t.d.rebind(q), args...)
 }
 
 func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if err := checkArgs(args); err != nil {
+		return nil, err
+	}
 	return t.QueryContext(ctx, t.d.rebind(q), args...)
 }
 
+// queryRow runs a query that returns at most one row. Text the stores
+// cannot both keep (see checkArgs) is sought with a query that matches
+// nothing, so the caller gets sql.ErrNoRows, as SQLite would answer.
 func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if checkArgs(args) != nil {
+		return t.QueryRowContext(ctx, "SELECT 1 WHERE 1 = 0")
+	}
 	return t.QueryRowContext(ctx, t.d.rebind(q), args...)
+}
+
+// errText refuses a text value that PostgreSQL cannot store (a NUL) or
+// that is not UTF-8, whichever store runs: SQLite would keep both, and the
+// two stores must answer alike. The rules in front of the store name the
+// field; this is the net behind them.
+var errText = fail(ErrInvalid, "a text value holds a NUL character or is not valid UTF-8: send UTF-8 text without NUL")
+
+// checkArgs returns errText if a text argument holds a NUL or is not
+// UTF-8.
+func checkArgs(args []any) error {
+	for _, a := range args {
+		var s string
+		switch v := a.(type) {
+		case string:
+			s = v
+		case sql.NullString:
+			s = v.String
+		default:
+			continue
+		}
+		if strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
+			return errText
+		}
+	}
+	return nil
 }
 
 // update runs fn in a write transaction (BEGIN IMMEDIATE on SQLite) and

@@ -300,7 +300,8 @@ func (c *Client) statusError(op string, resp *http.Response) error {
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	var body dmsapi.Error
 	_ = json.Unmarshal(raw, &body)
-	e := &Error{Op: op, Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+	e := &Error{Op: op, Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message,
+		Field: body.Error.Field, Seq: body.Error.Seq}
 	if e.Code == "" {
 		e.Code = codeOfStatus(resp.StatusCode)
 	}
@@ -370,6 +371,10 @@ type Error struct {
 	Code string
 	// Message is the DMS's message, in an operator's words.
 	Message string
+	// Field names the value a 422 refused; Seq the event of a batch that
+	// holds it (0 when none).
+	Field string
+	Seq   int64
 
 	kind error  // the jobs sentinel, if any
 	dms  string // the DMS's URL, for messages

@@ -20,6 +20,7 @@ import (
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/dms/dmsapi"
+	"github.com/station-dev/station/station/dms/pgtest"
 	"github.com/station-dev/station/station/dms/server"
 	"github.com/station-dev/station/station/internal/testkit"
 	"github.com/station-dev/station/station/journal"
@@ -120,10 +121,27 @@ const testStation = "st-1"
 
 func newTestDMS(t testing.TB) *testDMS {
 	t.Helper()
+	return newTestDMSOn(t, "sqlite:"+filepath.Join(t.TempDir(), "dms.db"))
+}
+
+// backends are the stores a DMS of the tests runs on: SQLite in a
+// temporary folder and a fresh database on the test binary's throwaway
+// PostgreSQL cluster.
+var backends = []struct {
+	name string
+	dsn  func(t testing.TB) string
+}{
+	{"sqlite", func(t testing.TB) string { return "sqlite:" + filepath.Join(t.TempDir(), "dms.db") }},
+	{"postgres", func(t testing.TB) string { return pgtest.NewDatabase(t) }},
+}
+
+// newTestDMSOn is newTestDMS on the database dsn.
+func newTestDMSOn(t testing.TB, dsn string) *testDMS {
+	t.Helper()
 	ctx := context.Background()
-	st, err := dms.OpenSQLite(ctx, filepath.Join(t.TempDir(), "dms.db"))
+	st, err := dms.Open(ctx, dsn)
 	if err != nil {
-		t.Fatalf("OpenSQLite = %v", err)
+		t.Fatalf("dms.Open = %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
 	clk := testkit.NewClock(time.Now().UTC())

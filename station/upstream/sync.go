@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
@@ -54,6 +55,11 @@ type SyncStatus struct {
 	LastError string `json:"last_error,omitempty"`
 	// Since is when Online last changed (or the Syncer started).
 	Since time.Time `json:"since"`
+	// Refused counts the events the DMS refused for good (a 422 naming
+	// the event): they stay in the journal, for QA, and are not sent
+	// again. LastRefused says which was refused last, and why.
+	Refused     int    `json:"refused,omitempty"`
+	LastRefused string `json:"last_refused,omitempty"`
 }
 
 // state is what the sync is doing, for logging transitions once.
@@ -86,7 +92,8 @@ type Syncer struct {
 	mu       sync.Mutex
 	st       SyncStatus
 	state    state
-	failures int // consecutive failed attempts
+	failures int  // consecutive failed attempts
+	counted  bool // st.Refused was read from the journal
 }
 
 // NewSyncer returns a Syncer that sends j's events through c.
@@ -192,6 +199,12 @@ func orNone(s string) string {
 func (s *Syncer) pushOnce(ctx context.Context, probe bool) (more bool, err error) {
 	s.push.Lock()
 	defer s.push.Unlock()
+	s.mu.Lock()
+	counted := s.counted
+	s.mu.Unlock()
+	if !counted {
+		s.refresh(ctx) // learns the events refused in earlier runs
+	}
 	events, err := s.j.Unsynced(ctx, s.cfg.Batch)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -205,10 +218,20 @@ func (s *Syncer) pushOnce(ctx context.Context, probe bool) (more bool, err error
 	}
 	resp, err := s.c.ingest(ctx, dmsapi.IngestRequest{Events: events})
 	if err != nil {
-		if ctx.Err() == nil {
-			s.refresh(ctx)
-			s.failed(classify(err), err)
+		if ctx.Err() != nil {
+			return false, err
 		}
+		if seq, e, ok := refusedEvent(err, events); ok {
+			// One event breaks the DMS's rules and will break them
+			// however often it is sent: set it aside, so that the
+			// events after it go up.
+			if err := s.refuse(ctx, seq, e); err != nil {
+				return false, err
+			}
+			return true, nil
+		}
+		s.refresh(ctx)
+		s.failed(classify(err), err)
 		return false, err
 	}
 	if len(events) == 0 {
@@ -244,6 +267,41 @@ func (s *Syncer) pushOnce(ctx context.Context, probe bool) (more bool, err error
 	return len(events) == s.cfg.Batch || ackTo < last, nil
 }
 
+// refusedEvent reports whether err is the DMS refusing one event of the
+// batch for good: a 422 that names the seq of an event sent.
+func refusedEvent(err error, events []journal.Event) (int64, *Error, bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Status != http.StatusUnprocessableEntity || e.Code != dmsapi.CodeInvalid || e.Seq <= 0 {
+		return 0, nil, false
+	}
+	for _, ev := range events {
+		if ev.Seq == e.Seq {
+			return e.Seq, e, true
+		}
+	}
+	return 0, nil, false
+}
+
+// refuse journals that the DMS refused event seq, and why, so that it is
+// not sent again; it stays in the journal. The DMS's message names the
+// field and never quotes a value or holds a secret; the journal redacts
+// the work order's token besides.
+func (s *Syncer) refuse(ctx context.Context, seq int64, e *Error) error {
+	if err := s.j.Refuse(ctx, seq, e.Field, e.Message); err != nil {
+		if ctx.Err() == nil {
+			s.failed(stateJournal, fmt.Errorf("the station cannot record in its journal that the DMS refused event %d: %w", seq, err))
+		}
+		return err
+	}
+	s.log.Warn("the DMS refused an event for good; it stays in the journal, is not sent again, and the events after it are sent",
+		"seq", seq, "field", e.Field, "reason", e.Message)
+	s.mu.Lock()
+	s.counted = false // count again, this one included
+	s.mu.Unlock()
+	s.refresh(ctx)
+	return nil
+}
+
 // classify tells a failure's state.
 func classify(err error) state {
 	switch {
@@ -255,15 +313,35 @@ func classify(err error) state {
 	return stateRejected
 }
 
-// refresh reads the journal's cursor and last sequence number.
+// refresh reads the journal's cursor and last sequence number and, the
+// first time and after a refusal, the events refused for good.
 func (s *Syncer) refresh(ctx context.Context) {
 	js, err := s.j.SyncState(ctx)
 	if err != nil {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	counted := s.counted
 	s.setCounts(js)
+	s.mu.Unlock()
+	if counted {
+		return
+	}
+	refusals, err := s.j.Refusals(ctx)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counted = true
+	seqs := map[int64]bool{}
+	for _, r := range refusals {
+		seqs[r.Seq] = true
+	}
+	s.st.Refused = len(seqs)
+	if n := len(refusals); n > 0 {
+		s.st.LastRefused = fmt.Sprintf("event %d: %s", refusals[n-1].Seq, refusals[n-1].Reason)
+	}
 }
 
 // setCounts updates the counts; s.mu is held.

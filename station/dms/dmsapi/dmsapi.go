@@ -33,6 +33,13 @@ type Error struct {
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Field names the value a 422 refuses, as a JSON path ("name",
+	// "artifacts[0].url"); for an event of a batch, the path within the
+	// event ("error", "data.banner").
+	Field string `json:"field,omitempty"`
+	// Seq is the sequence number of the event a 422 to an events batch
+	// refuses: the station keeps that event and sends the others.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // Error codes, with the HTTP status each comes with.

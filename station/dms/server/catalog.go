@@ -48,11 +48,15 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, _ dms.Princip
 }
 
 func (s *server) listKeys(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
-	keys, err := s.svc.Keys(r.Context())
+	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, orEmpty(keys))
+	keys, next, err := s.svc.KeyPage(r.Context(), page)
+	if err != nil {
+		return err
+	}
+	return writePage(w, r, keys, next)
 }
 
 func (s *server) revokeKey(w http.ResponseWriter, r *http.Request, _ dms.Principal) error {
@@ -104,14 +108,19 @@ func (s *server) createProduct(w http.ResponseWriter, r *http.Request, _ dms.Pri
 }
 
 func (s *server) listProducts(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
-	all, err := s.svc.Products(r.Context())
+	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
+	only := ""
 	if p.Role == dms.RoleSupport {
-		all = slices.DeleteFunc(all, func(pi dms.ProductInfo) bool { return pi.Code != p.Product })
+		only = p.Product
 	}
-	return writeJSON(w, http.StatusOK, orEmpty(all))
+	products, next, err := s.svc.ProductPage(r.Context(), only, page)
+	if err != nil {
+		return err
+	}
+	return writePage(w, r, products, next)
 }
 
 func (s *server) getProduct(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
@@ -363,14 +372,18 @@ func (s *server) listBundles(w http.ResponseWriter, r *http.Request, p dms.Princ
 	if err := s.mayReadProduct(r.Context(), p, product); err != nil {
 		return err
 	}
-	bundles, err := s.svc.Bundles(r.Context(), product)
+	page, err := pageOf(r)
+	if err != nil {
+		return err
+	}
+	bundles, next, err := s.svc.BundlePage(r.Context(), product, page)
 	if err != nil {
 		return err
 	}
 	for i := range bundles {
 		bundles[i] = withURLs(bundles[i])
 	}
-	return writeJSON(w, http.StatusOK, orEmpty(bundles))
+	return writePage(w, r, bundles, next)
 }
 
 func (s *server) getBundle(w http.ResponseWriter, r *http.Request, p dms.Principal) error {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/dms"
@@ -100,5 +102,36 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="dms"`)
 	}
-	_ = writeJSON(w, status, dmsapi.Error{Error: dmsapi.ErrorBody{Code: code, Message: msg}})
+	body := dmsapi.ErrorBody{Code: code, Message: printable(msg)}
+	var fe *dms.FieldError
+	if show && errors.As(err, &fe) {
+		body.Field, body.Seq = fe.Field, fe.Seq
+	}
+	_ = writeJSON(w, status, dmsapi.Error{Error: body})
 }
+
+// printable escapes what a message must not carry to a terminal or a
+// log: control characters (a NUL, an escape sequence) and bytes that are
+// not UTF-8, which a refused value named in a message may hold.
+func printable(msg string) string {
+	if !strings.ContainsFunc(msg, isControl) && utf8.ValidString(msg) {
+		return msg
+	}
+	var b strings.Builder
+	for i := 0; i < len(msg); {
+		r, size := utf8.DecodeRuneInString(msg[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, msg[i])
+		case isControl(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(msg[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// isControl reports whether r is a C0 or C1 control character or DEL.
+func isControl(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }

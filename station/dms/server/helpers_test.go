@@ -35,8 +35,14 @@ type testEnv struct {
 
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
+	return newEnvOn(t, "sqlite:"+filepath.Join(t.TempDir(), "dms.db"))
+}
+
+// newEnvOn is newEnv on the database dsn (see backendDSNs).
+func newEnvOn(t *testing.T, dsn string) *testEnv {
+	t.Helper()
 	ctx := context.Background()
-	store, err := dms.OpenSQLite(ctx, filepath.Join(t.TempDir(), "dms.db"))
+	store, err := dms.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,11 +120,15 @@ func (s *server) listTokens(w http.ResponseWriter, r *http.Request, p dms.Princi
 	if err := s.mayReadProduct(r.Context(), p, product); err != nil {
 		return err
 	}
-	tokens, err := s.svc.Tokens(r.Context(), product)
+	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, orEmpty(tokens))
+	tokens, next, err := s.svc.TokenPage(r.Context(), product, page)
+	if err != nil {
+		return err
+	}
+	return writePage(w, r, tokens, next)
 }
 
 func (s *server) getToken(w http.ResponseWriter, r *http.Request, p dms.Principal) error {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/dms/dmsapi"
 )
@@ -200,6 +202,10 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request, h handler, p dms.
 			s.writeError(w, r, fmt.Errorf("%w: panic: %v", errInternal, v))
 		}
 	}()
+	if err := checkURL(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if err := h(w, r, p); err != nil {
 		s.writeError(w, r, err)
 	}
@@ -286,22 +292,60 @@ func noContent(w http.ResponseWriter) error {
 }
 
 // decode reads a JSON body of at most limit bytes into v, refusing
-// unknown fields and trailing data.
+// unknown fields and trailing data, and text the DMS does not store
+// (dms.CheckJSONText): every string of every body is UTF-8 without NUL.
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return bodyError(err)
+	body, err := readBody(w, r, limit, v)
+	if err != nil {
+		return err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	return dms.CheckJSONText(body)
+}
+
+// readBody reads a JSON body of at most limit bytes into v, refusing
+// unknown fields and trailing data, and returns it as sent.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, v any) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return bodyError(err)
+			return nil, bodyError(err)
 		}
-		return apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "the body holds more than one JSON value: send one object")
+		return nil, apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "the body was cut short: send it again")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return nil, bodyError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "the body holds more than one JSON value: send one object")
+	}
+	return body, nil
+}
+
+// checkURL refuses a path or query parameter that is not one line of
+// UTF-8 text: the DMS stores no such name, and PostgreSQL cannot even
+// look one up.
+func checkURL(r *http.Request) error {
+	if err := jobs.CheckName(r.URL.Path, maxURLText); err != nil {
+		return apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "the path %v", err)
+	}
+	for name, values := range r.URL.Query() {
+		if err := jobs.CheckName(name, jobs.MaxNameLen); err != nil {
+			return apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "a query parameter's name %v", err)
+		}
+		for _, v := range values {
+			if err := jobs.CheckName(v, maxURLText); err != nil {
+				return apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "query parameter %q %v", name, err)
+			}
+		}
 	}
 	return nil
 }
+
+// maxURLText bounds the path and each query parameter's value.
+const maxURLText = 2048
 
 // bodyError says what is wrong with a JSON body, naming the field.
 func bodyError(err error) error {

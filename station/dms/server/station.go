@@ -1,6 +1,8 @@
 package server
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -33,11 +35,15 @@ func (s *server) listDevices(w http.ResponseWriter, r *http.Request, p dms.Princ
 	if err := s.mayReadProduct(r.Context(), p, product); err != nil {
 		return err
 	}
-	devs, err := s.svc.Devices(r.Context(), product)
+	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, orEmpty(devs))
+	devs, next, err := s.svc.DevicePage(r.Context(), product, page)
+	if err != nil {
+		return err
+	}
+	return writePage(w, r, devs, next)
 }
 
 // The station's calls.
@@ -127,7 +133,11 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request, p dms.Principal)
 		return err
 	}
 	var req dmsapi.IngestRequest
-	if err := decode(w, r, MaxIngestBody, &req); err != nil {
+	body, err := readBody(w, r, MaxIngestBody, &req)
+	if err != nil {
+		return err
+	}
+	if err := checkBatchText(body, req.Events); err != nil {
 		return err
 	}
 	res, err := s.svc.IngestEvents(r.Context(), station, req.Events)
@@ -135,6 +145,33 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request, p dms.Principal)
 		return err
 	}
 	return writeJSON(w, http.StatusOK, dmsapi.IngestResponse{Stored: res.Stored, Duplicates: res.Duplicates, LastSeq: res.LastSeq})
+}
+
+// checkBatchText refuses a batch that holds text the DMS does not store
+// (dms.CheckJSONText), naming the event at fault by its seq so that the
+// station can set that one event aside and send the others.
+func checkBatchText(body []byte, events []journal.Event) error {
+	var raw struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil || len(raw.Events) != len(events) {
+		return dms.CheckJSONText(body)
+	}
+	for i, e := range raw.Events {
+		var fe *dms.FieldError
+		if errors.As(dms.CheckJSONText(e), &fe) {
+			if events[i].Seq <= 0 {
+				return fail422("field %q of event %d of the batch %s, and the event has no sequence number", fe.Field, i+1, fe.Problem)
+			}
+			fe.Seq = events[i].Seq
+			return fe
+		}
+	}
+	return dms.CheckJSONText(body)
+}
+
+func fail422(format string, args ...any) error {
+	return apiError(http.StatusUnprocessableEntity, dmsapi.CodeInvalid, format, args...)
 }
 
 // The device's call.
@@ -165,9 +202,9 @@ var results = []journal.Result{journal.ResultDone, journal.ResultFailed, journal
 // eventFilter reads the query's filters, limited to a support key's
 // product.
 func eventFilter(q url.Values, p dms.Principal, paging bool) (dms.EventFilter, error) {
-	allowed := []string{"work_order", "device", "station", "since", "until"}
+	allowed := []string{"work_order", "device", "station", "since", "until", "limit", "cursor"}
 	if paging {
-		allowed = append(allowed, "after_seq", "limit")
+		allowed = append(allowed, "after_seq")
 	} else {
 		allowed = append(allowed, "result")
 	}
@@ -194,13 +231,6 @@ func eventFilter(q url.Values, p dms.Principal, paging bool) (dms.EventFilter, e
 		}
 		f.AfterSeq = n
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return f, apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "limit=%q must be a positive number of events", v)
-		}
-		f.Limit = n
-	}
 	if p.Role == dms.RoleSupport {
 		f.Products = []string{p.Product}
 	}
@@ -218,11 +248,15 @@ func (s *server) flashLogs(w http.ResponseWriter, r *http.Request, p dms.Princip
 		return apiError(http.StatusBadRequest, dmsapi.CodeInvalid,
 			"result=%q is not a result: use done, failed, interrupted, in_progress or skipped", f.Result)
 	}
-	logs, err := s.svc.FlashLogs(r.Context(), f)
+	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, orEmpty(logs))
+	logs, next, err := s.svc.FlashLogPage(r.Context(), f, page)
+	if err != nil {
+		return err
+	}
+	return writePage(w, r, logs, next)
 }
 
 func (s *server) events(w http.ResponseWriter, r *http.Request, p dms.Principal) error {
@@ -230,9 +264,13 @@ func (s *server) events(w http.ResponseWriter, r *http.Request, p dms.Principal)
 	if err != nil {
 		return err
 	}
-	events, err := s.svc.Events(r.Context(), f)
+	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, orEmpty(events))
+	events, next, err := s.svc.EventPage(r.Context(), f, page)
+	if err != nil {
+		return err
+	}
+	return writePage(w, r, events, next)
 }

@@ -1,0 +1,123 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/dms"
+	"github.com/station-dev/station/station/dms/pgtest"
+	"github.com/station-dev/station/station/journal"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestSyncerSetsAsideRefusedEvent journals events the DMS refuses for
+// good (a NUL in an error, bad UTF-8 in data) between good ones, on both
+// stores: each batch holding one is refused with 422 naming its seq; the
+// syncer journals why, without the secret the event holds, never sends
+// it again, and every event before and after it syncs, now and in later
+// runs.
+func TestSyncerSetsAsideRefusedEvent(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			d := newTestDMSOn(t, b.dsn(t))
+			logs := &logBuffer{}
+			c := d.client(t, logs)
+			j := openJournal(t, t.TempDir(), logs)
+			defer j.Close()
+			secret := jobs.NewSecret("stk_the-device-printed-this")
+			step := func(dev, errText string, data json.RawMessage) journal.Event {
+				return journal.Event{Kind: journal.KindStep, WorkOrder: "WO-1", Slot: "S01", Device: dev, Step: "flash",
+					Status: journal.StatusFailed, Error: errText, Data: data}
+			}
+			if _, err := j.Append(ctx,
+				step("D1", "", nil),
+				step("D2", "flash failed: the bootloader said "+secret.Reveal()+"\x00\x00", nil),
+				step("D3", "", nil),
+				step("D4", "", json.RawMessage("{\"banner\":\"boot \xfe\"}")),
+				step("D5", "", nil),
+			); err != nil {
+				t.Fatalf("Append = %v", err)
+			}
+
+			s := NewSyncer(c, j, fastSync)
+			if err := s.Flush(ctx); err != nil {
+				t.Fatalf("Flush = %v, want the refused events set aside and the rest synced", err)
+			}
+			refusals, err := j.Refusals(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refused []int64
+			for _, r := range refusals {
+				refused = append(refused, r.Seq)
+				if r.Reason == "" || strings.ContainsRune(r.Reason, 0) {
+					t.Errorf("refusal of %d: reason %q, want the DMS's message", r.Seq, r.Reason)
+				}
+				assertNoSecret(t, "the refusal's reason", r.Reason, secret)
+			}
+			if !slices.Equal(refused, []int64{2, 4}) || refusals[0].Field != "error" || refusals[1].Field != "data.banner" {
+				t.Fatalf("Refusals = %+v, want seq 2 (error) and 4 (data.banner)", refusals)
+			}
+			st := s.State()
+			if st.Refused != 2 || st.Lag != 0 || !strings.Contains(st.LastRefused, "event 4") {
+				t.Errorf("State() = %+v, want 2 refused, none waiting", st)
+			}
+			// The DMS holds every event but the refused, and the two
+			// refusals themselves.
+			want := []int64{1, 3, 5, 6, 7}
+			if got := dmsSeqs(t, d.svc); !slices.Equal(got, want) {
+				t.Fatalf("DMS holds seqs %v, want %v", got, want)
+			}
+
+			// Later events sync; the refused ones are never sent again,
+			// by this syncer or the next run's.
+			d.gate.sent()
+			if _, err := j.Append(ctx, step("D6", "", nil)); err != nil {
+				t.Fatal(err)
+			}
+			next := NewSyncer(c, j, fastSync)
+			if err := next.Flush(ctx); err != nil {
+				t.Fatalf("Flush of the next run = %v", err)
+			}
+			for _, batch := range d.gate.sent() {
+				if slices.Contains(batch, 2) || slices.Contains(batch, 4) {
+					t.Errorf("a refused event was sent again: batch %v", batch)
+				}
+			}
+			if got, want := dmsSeqs(t, d.svc), []int64{1, 3, 5, 6, 7, 8}; !slices.Equal(got, want) {
+				t.Errorf("DMS holds seqs %v, want %v", got, want)
+			}
+			if st := next.State(); st.Refused != 2 || st.Lag != 0 || st.Acked != 8 {
+				t.Errorf("next run's State() = %+v, want 2 refused, acked 8, none waiting", st)
+			}
+			// The refused events stay in the journal, for QA.
+			kept, err := j.Events(ctx, journal.Filter{Device: "D2"})
+			if err != nil || len(kept) != 1 || !strings.Contains(kept[0].Error, "\x00") {
+				t.Errorf("journal events of D2 = %+v, %v; want the refused event kept as it was", kept, err)
+			}
+			assertNoSecret(t, "the logs", logs.String(), secret)
+		})
+	}
+}
+
+// dmsSeqs returns the seqs the DMS holds of the test station.
+func dmsSeqs(t *testing.T, svc *dms.Service) []int64 {
+	t.Helper()
+	events, err := svc.Events(context.Background(), dms.EventFilter{Station: testStation})
+	if err != nil {
+		t.Fatalf("DMS Events = %v", err)
+	}
+	var out []int64
+	for _, e := range events {
+		out = append(out, e.Seq)
+	}
+	return out
+}
