@@ -36,7 +36,11 @@ func (s *server) getWorkOrder(w http.ResponseWriter, r *http.Request, p dms.Prin
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, wireWorkOrder(wo, spec.TokenID))
+	out := wireWorkOrder(wo, spec.TokenID)
+	if out.Done, err = s.svc.WorkOrderDone(r.Context(), id); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 // wireWorkOrder is the work order as the API gives it: artifact URLs on
