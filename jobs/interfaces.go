@@ -33,6 +33,7 @@ type Journal interface {
 	Append(ctx context.Context, events ...journal.Event) ([]journal.Event, error)
 	Device(ctx context.Context, workOrder, device string) (journal.DeviceState, bool, error)
 	LastOnSlot(ctx context.Context, workOrder, slot string) (journal.DeviceState, bool, error)
+	Devices(ctx context.Context, workOrder string) ([]journal.DeviceState, error)
 	WorkOrder(ctx context.Context, id string) (journal.WorkOrderState, error)
 }
 

@@ -153,9 +153,7 @@ type Runner struct {
 	initErr  error
 	sems     map[string]*semaphore.Weighted
 	printer  *semaphore.Weighted
-	mu       sync.Mutex
-	done     int // devices the work order has completed
-	inflight int // devices started and not yet done or failed
+	quota    quota
 	events   atomic.Int64
 }
 
@@ -172,12 +170,10 @@ func (r *Runner) init(ctx context.Context) error {
 			r.sems[name] = semaphore.NewWeighted(n)
 		}
 		r.printer = semaphore.NewWeighted(1)
-		st, err := r.Journal.WorkOrder(ctx, r.WorkOrder.ID)
-		if err != nil {
-			r.initErr = fmt.Errorf("read work order %s from the journal: %w", r.WorkOrder.ID, err)
+		if err := r.count(ctx); err != nil {
+			r.initErr = err
 			return
 		}
-		r.done = st.Done
 		for _, s := range r.Slots {
 			r.Bus.Update(s.Name, func(*SlotState) {})
 		}
@@ -242,9 +238,7 @@ func (r *Runner) Run(ctx context.Context, slots ...string) (Summary, error) {
 			sum.AlreadyDone++
 		}
 	}
-	r.mu.Lock()
-	sum.Done = r.done
-	r.mu.Unlock()
+	sum.Done = r.quota.doneCount()
 	action := "stopped"
 	switch {
 	case sum.Done >= r.WorkOrder.Quantity:
@@ -313,27 +307,6 @@ func (r *Runner) RunSlot(ctx context.Context, name string) Result {
 			return res
 		case <-time.After(delay):
 		}
-	}
-}
-
-// reserve counts a new device against the work order's quantity.
-func (r *Runner) reserve() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done+r.inflight >= r.WorkOrder.Quantity {
-		return false
-	}
-	r.inflight++
-	return true
-}
-
-// release ends a reservation; completed says the device is done.
-func (r *Runner) release(completed bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.inflight--
-	if completed {
-		r.done++
 	}
 }
 
@@ -412,7 +385,7 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 		}
 		d.keepTrace(start)
 		if d.reserved {
-			r.release(d.res.Outcome == OutcomePassed)
+			r.quota.release(d.ticket, d.ending())
 		}
 		d.res.Duration = time.Since(start)
 		d.res.Link = time.Duration(d.link.Load())
@@ -431,6 +404,15 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 	defer release()
 
 	for _, st := range pipeline() {
+		if d.doneAtDMS {
+			// The DMS holds the device as done by this work order: the
+			// journal records it done too, with the DMS as its source.
+			if err := d.recordDoneAtDMS(ctx); err != nil {
+				d.fail(StepDone, err)
+				return d.res
+			}
+			break
+		}
 		if d.stop != "" {
 			// A step ended the run early: say so on the next step, so
 			// that the journal shows why the device went no further.
@@ -477,10 +459,17 @@ type deviceRun struct {
 	verdict  Verdict
 	serial   string
 	reserved bool
-	skip     map[Step]string // steps to skip, with the reason journaled
-	stop     Outcome         // set by a step that ends the run early
-	res      Result
-	trace    *lockedBuffer // the protocol transcript, when kept
+	ticket   ticket // the device's place in the quantity, when reserved
+	// claimed reports that an activation of the device was begun, in
+	// this run or an earlier one: its claim may be spent.
+	claimed bool
+	// doneAtDMS reports that preflight found the device completed by
+	// this work order at the DMS.
+	doneAtDMS bool
+	skip      map[Step]string // steps to skip, with the reason journaled
+	stop      Outcome         // set by a step that ends the run early
+	res       Result
+	trace     *lockedBuffer // the protocol transcript, when kept
 }
 
 // lockedBuffer collects a backend's transcript.
@@ -549,6 +538,9 @@ func (d *deviceRun) run(ctx context.Context, step Step, f stepFunc) error {
 	})
 	if err := d.record(ctx, step, journal.StatusStarted, 0, "", nil); err != nil {
 		return err
+	}
+	if step == StepActivate {
+		d.claimed = true
 	}
 	limit := d.r.timeout(step)
 	sctx, cancel := context.WithTimeoutCause(ctx, limit, fmt.Errorf("%s took longer than %s: %w", step, limit, context.DeadlineExceeded))

@@ -468,10 +468,14 @@ func TestDoneOnAnotherStationIsRecognised(t *testing.T) {
 	r2 := &jobs.Runner{WorkOrder: r1.WorkOrder, Images: r1.Images, Slots: r1.Slots, Connector: r1.Connector,
 		Upstream: r1.Upstream, Printer: r1.Printer, Journal: j2, Station: "st-2"}
 	sum, err := r2.Run(context.Background())
-	if err != nil || sum.AlreadyDone != 2 {
-		t.Fatalf("Run() on station 2 = %+v, %v; want 2 already done", sum, err)
+	if err != nil || sum.AlreadyDone != 2 || sum.Done != 2 {
+		t.Fatalf("Run() on station 2 = %+v, %v; want 2 already done, 2 done", sum, err)
 	}
 	for _, res := range sum.Results {
+		// Station 2's journal records what the DMS knows.
+		if st, ok, err := j2.Device(context.Background(), "WO-1", string(res.Device)); err != nil || !ok || st.Result != journal.ResultDone || st.DoneCount != 1 {
+			t.Errorf("station 2's journal: %s = %+v, %v, %v; want done once", res.Device, st, ok, err)
+		}
 		if n := r.fixture.device(res.Slot).flashes.Load(); n != 1 {
 			t.Errorf("%s flashed %d times, want 1", res.Slot, n)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/station-dev/station/flasher"
+	"github.com/station-dev/station/station/journal"
 )
 
 // identify opens the slot's device, reads its identity and decides, from
@@ -71,17 +72,38 @@ func (d *deviceRun) identify(ctx context.Context) (map[string]any, error) {
 		d.res.Message = "already done by this work order (serial " + prior.Serial + "); nothing written or claimed again"
 		return data, nil
 	}
-	if !r.reserve() {
+	t, ok := r.quota.reserve(d.hw)
+	if !ok {
 		d.stop = OutcomeSkipped
 		d.res.Message = fmt.Sprintf("work order %s has reached its quantity of %d; device not started", r.WorkOrder.ID, r.WorkOrder.Quantity)
 		return data, nil
 	}
-	d.reserved = true
+	d.reserved, d.ticket = true, t
+	d.claimed = d.prior.Attempts[string(StepActivate)] > 0
 	d.planResume()
 	if len(d.skip) > 0 {
 		data["resumed"] = true
 	}
 	return data, nil
+}
+
+// ending says how the device's run ended, for the quota.
+func (d *deviceRun) ending() ending {
+	switch {
+	case d.res.Outcome == OutcomePassed:
+		return endPassed
+	case d.doneAtDMS && d.res.Outcome == OutcomeAlreadyDone:
+		return endDoneAtDMS
+	case d.claimed:
+		return endClaimed
+	}
+	return endOther
+}
+
+// recordDoneAtDMS journals the device done as the DMS holds it.
+func (d *deviceRun) recordDoneAtDMS(ctx context.Context) error {
+	ds := journal.DeviceState{Slot: d.spec.Name, Device: string(d.hw), Attempts: d.prior.Attempts}
+	return d.r.recordDoneAtDMS(context.WithoutCancel(ctx), ds, d.serial)
 }
 
 // planResume marks the steps an earlier run already passed, so that this
@@ -132,8 +154,10 @@ func (d *deviceRun) preflight(ctx context.Context) (map[string]any, error) {
 		return data, fmt.Errorf("%w: %s", ErrRefused, v.Refusal)
 	}
 	if v.Done {
+		// The journal records it done next (a kill may have come
+		// between the DMS's completion record and the journal's).
 		d.serial, d.res.Serial = v.Serial, v.Serial
-		d.stop = OutcomeAlreadyDone
+		d.stop, d.doneAtDMS = OutcomeAlreadyDone, true
 		d.res.Message = "already done for this work order (serial " + v.Serial + "), per the DMS; nothing written or claimed again"
 		return data, nil
 	}

@@ -38,6 +38,9 @@ type batch struct {
 	parallel int
 	slots    []string
 	logger   *slog.Logger
+	// wrapJournal, when set, wraps the journal the pipeline writes
+	// through (the kill harness's hook).
+	wrapJournal func(jobs.Journal) jobs.Journal
 }
 
 // loadImages fetches the bundle's artifacts and builds one image per
@@ -94,10 +97,14 @@ func (b *batch) runner(ctx context.Context, bus *jobs.Bus, pw io.Writer) (*jobs.
 	if b.dfuBus != nil {
 		conn.DFUBus = b.dfuBus
 	}
+	var j jobs.Journal = b.journal
+	if b.wrapJournal != nil {
+		j = b.wrapJournal(j)
+	}
 	r := &jobs.Runner{
 		WorkOrder: b.wo, Images: images, Slots: specs, Resources: b.fixture.Resources,
 		Connector: conn, Upstream: b.upstream, Printer: b.printer,
-		Journal: b.journal, Station: b.station, Operator: b.operator, Logger: b.logger,
+		Journal: j, Station: b.station, Operator: b.operator, Logger: b.logger,
 		Parallel: b.parallel, Bus: bus, TraceDir: traceDir(b.journal.Path()),
 	}
 	// Everything that can be checked before a device is touched is

@@ -260,7 +260,7 @@ func setupDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ *demo
 	if err != nil {
 		return nil, err
 	}
-	env.link, err = openDMS(ctx, url, key, demoStation, logger)
+	env.link, err = openDMS(ctx, url, key, demoStation, nil, logger)
 	if err != nil {
 		return nil, err
 	}

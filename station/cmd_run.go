@@ -98,7 +98,12 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 			return fmt.Errorf("station id: %w", err)
 		}
 	}
-	link, err := openDMS(ctx, dmsURL, key, stationID, logger)
+	// The kill harness's hook; unset outside tests.
+	kill, err := parseKillSwitch(m.Getenv(killEnv))
+	if err != nil {
+		return err
+	}
+	link, err := openDMS(ctx, dmsURL, key, stationID, kill.httpClient(), logger)
 	if err != nil {
 		return err
 	}
@@ -133,7 +138,7 @@ func (m *Main) runCmd(ctx context.Context, args []string) error {
 	b := &batch{
 		wo: wo, woDir: woDir, fixture: fx, journal: j, upstream: link.upstream, http: link.http(),
 		printer: printer, station: stationID, operator: operator,
-		cacheDir: cacheDir, parallel: parallel, logger: logger,
+		cacheDir: cacheDir, parallel: parallel, logger: logger, wrapJournal: kill.journal,
 	}
 	if slots != "" {
 		b.slots = strings.Split(slots, ",")

@@ -44,8 +44,8 @@ func (l *dmsLink) http() *http.Client {
 // openDMS connects to the device-management service named by url:
 // "sqlite:FILE" is an embedded DMS in this process, on a SQLite file;
 // "http://…" or "https://…" is a DMS elsewhere ("station dms"), reached
-// with the station's API key.
-func openDMS(ctx context.Context, url string, key jobs.Secret, stationID string, logger *slog.Logger) (*dmsLink, error) {
+// with the station's API key, through hc (nil means the default client).
+func openDMS(ctx context.Context, url string, key jobs.Secret, stationID string, hc *http.Client, logger *slog.Logger) (*dmsLink, error) {
 	scheme, rest, _ := strings.Cut(url, ":")
 	switch scheme {
 	case "sqlite":
@@ -62,7 +62,7 @@ func openDMS(ctx context.Context, url string, key jobs.Secret, stationID string,
 		if key.IsZero() {
 			return nil, usageErr("--dms %s needs the station's API key: put it in a file given with --key-file, or in STATION_KEY (an administrator creates it with POST /v1/keys, role station)", url)
 		}
-		c, err := upstream.New(upstream.Config{URL: url, Key: key, Station: stationID, Logger: logger})
+		c, err := upstream.New(upstream.Config{URL: url, Key: key, Station: stationID, HTTP: hc, Logger: logger})
 		if err != nil {
 			return nil, usageErr("--dms %s: %v", url, err)
 		}

@@ -80,7 +80,7 @@ func OpenBackend(ctx context.Context, cfg daemon.Config, getenv func(string) str
 	} else if key, err = readSecret(cfg.Path(cfg.DMS.KeyFile), "STATION_KEY", getenv); err != nil {
 		return nil, fmt.Errorf("dms.key_file: %w", err)
 	}
-	if b.link, err = openDMS(ctx, url, key, cfg.Station, logger); err != nil {
+	if b.link, err = openDMS(ctx, url, key, cfg.Station, nil, logger); err != nil {
 		b.Close()
 		return nil, err
 	}

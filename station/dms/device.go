@@ -436,6 +436,25 @@ func (s *Service) MarkDone(ctx context.Context, workOrder string, hw flasher.Har
 	return nil
 }
 
+// WorkOrderDone returns how many devices the DMS holds as completed by
+// work order id (each device once, however often it was marked done),
+// on every station.
+func (s *Service) WorkOrderDone(ctx context.Context, id string) (int, error) {
+	var n int
+	err := s.Store.view(ctx, func(t *tx) error {
+		w, err := workOrderOrFail(ctx, t, id)
+		if err != nil {
+			return err
+		}
+		return t.queryRow(ctx, `SELECT count(DISTINCT hardware_id) FROM device_events
+			WHERE work_order = $1 AND kind = $2 AND product = $3`, id, string(EventDone), w.Product).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count the devices work order %s completed: %w", id, err)
+	}
+	return n, nil
+}
+
 // Preflight tells a station what the DMS knows of a device before the
 // work order req.WorkOrder writes anything to it. An unknown device may
 // go ahead; a device locked to another product, or a new device for an

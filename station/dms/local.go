@@ -18,7 +18,10 @@ type Local struct {
 	Service *Service
 }
 
-var _ jobs.Upstream = (*Local)(nil)
+var (
+	_ jobs.Upstream    = (*Local)(nil)
+	_ jobs.DoneCounter = (*Local)(nil)
+)
 
 // Preflight tells what the DMS knows of a device; see Service.Preflight.
 func (l *Local) Preflight(ctx context.Context, req jobs.PreflightRequest) (jobs.Verdict, error) {
@@ -43,6 +46,13 @@ func (l *Local) Lock(ctx context.Context, req jobs.LockRequest) error {
 // Preflight answers Done; see Service.MarkDone.
 func (l *Local) Complete(ctx context.Context, req jobs.CompleteRequest) error {
 	return unavailable(l.Service.MarkDone(ctx, req.WorkOrder, req.HardwareID))
+}
+
+// WorkOrderDone returns how many devices the work order has completed;
+// see Service.WorkOrderDone.
+func (l *Local) WorkOrderDone(ctx context.Context, workOrder string) (int, error) {
+	n, err := l.Service.WorkOrderDone(ctx, workOrder)
+	return n, unavailable(err)
 }
 
 // unavailable marks an error that no rule decided as jobs.ErrUnavailable.

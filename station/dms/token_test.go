@@ -215,5 +215,12 @@ func TestMarkDone(t *testing.T) {
 		if n := strings.Count(strings.Join(toStrings(kinds(d)), ","), "done"); n != 1 {
 			t.Errorf("history = %v, want one done event", kinds(d))
 		}
+		// The work order's count takes each device once.
+		if n, err := s.WorkOrderDone(ctx, "WO-P"); n != 1 || err != nil {
+			t.Errorf("WorkOrderDone(WO-P) = %d, %v; want 1", n, err)
+		}
+		if _, err := s.WorkOrderDone(ctx, "WO-NONE"); !errors.Is(err, jobs.ErrNotFound) {
+			t.Errorf("WorkOrderDone(WO-NONE) = %v, want ErrNotFound", err)
+		}
 	})
 }

@@ -61,7 +61,10 @@ type Client struct {
 	log     *slog.Logger
 }
 
-var _ jobs.Upstream = (*Client)(nil)
+var (
+	_ jobs.Upstream    = (*Client)(nil)
+	_ jobs.DoneCounter = (*Client)(nil)
+)
 
 // New returns a client of the DMS at cfg.URL.
 func New(cfg Config) (*Client, error) {
@@ -184,6 +187,17 @@ func (c *Client) WorkOrder(ctx context.Context, id string) (dmsapi.WorkOrder, er
 		wo.Bundle.Artifacts[i].URL = abs
 	}
 	return wo, nil
+}
+
+// WorkOrderDone returns how many devices the DMS holds as completed by
+// the work order, on every station (the "done" of GET
+// /v1/work-orders/{id}).
+func (c *Client) WorkOrderDone(ctx context.Context, workOrder string) (int, error) {
+	wo, err := c.WorkOrder(ctx, workOrder)
+	if err != nil {
+		return 0, err
+	}
+	return wo.Done, nil
 }
 
 // ingest sends a batch of the station's events (POST

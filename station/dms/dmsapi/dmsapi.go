@@ -67,11 +67,14 @@ const (
 // product and bundle filled in, artifact URLs relative to the DMS
 // (/v1/artifacts/<sha256>), and no token secret. TokenID names the token
 // that authorizes it, when a token does: whoever runs it supplies the
-// secret. Stations are the stations it is assigned to.
+// secret. Stations are the stations it is assigned to. Done is how many
+// devices the DMS holds as completed by the work order, on every
+// station, when it was read.
 type WorkOrder struct {
 	jobs.WorkOrder
 	TokenID  string   `json:"token_id,omitempty"`
 	Stations []string `json:"stations,omitempty"`
+	Done     int      `json:"done"`
 }
 
 // ActivateRequest is the body of POST /v1/activate. Unlike

@@ -46,7 +46,8 @@ func (s *server) getWorkOrder(w http.ResponseWriter, r *http.Request, p dms.Prin
 }
 
 // writeWorkOrder answers the work order id as the API gives it: artifact
-// URLs on the DMS, the token by id, never a secret, and its stations.
+// URLs on the DMS, the token by id, never a secret, its stations, and
+// how many devices the DMS holds as completed by it.
 func (s *server) writeWorkOrder(w http.ResponseWriter, r *http.Request, status int, id string) error {
 	spec, err := s.svc.WorkOrderSpec(r.Context(), id)
 	if err != nil {
@@ -56,9 +57,13 @@ func (s *server) writeWorkOrder(w http.ResponseWriter, r *http.Request, status i
 	if err != nil {
 		return err
 	}
+	done, err := s.svc.WorkOrderDone(r.Context(), id)
+	if err != nil {
+		return err
+	}
 	wo.Bundle = withURLs(wo.Bundle)
 	wo.Authorization.Token = jobs.Secret{}
-	return writeJSON(w, status, dmsapi.WorkOrder{WorkOrder: wo, TokenID: spec.TokenID, Stations: spec.Stations})
+	return writeJSON(w, status, dmsapi.WorkOrder{WorkOrder: wo, TokenID: spec.TokenID, Stations: spec.Stations, Done: done})
 }
 
 type assignRequest struct {
