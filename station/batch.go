@@ -81,6 +81,10 @@ func loadImages(ctx context.Context, wo jobs.WorkOrder, base string, cache *arti
 // report their progress to pw.
 func (b *batch) runner(ctx context.Context, bus *jobs.Bus, pw io.Writer) (*jobs.Runner, error) {
 	cache := &artifact.Cache{Dir: b.cacheDir, HTTP: b.http, Logger: b.logger, Progress: downloadProgress(pw)}
+	if err := cache.Clean(); err != nil && b.logger != nil {
+		// Stale copies only cost disk space: say so and go on.
+		b.logger.Warn("artifact cache not cleaned", "err", err)
+	}
 	images, err := loadImages(ctx, b.wo, b.woDir, cache)
 	if err != nil {
 		return nil, err
