@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/station-dev/station/flasher/image"
+	"github.com/station-dev/station/jobs/dupkey"
 )
 
 // Stage is a product's life-cycle stage.
@@ -258,7 +259,7 @@ func ParseWorkOrder(data []byte) (WorkOrder, error) {
 // DecodeWorkOrder reads a work order from JSON without validating its
 // values, for callers that complete it first (a token given apart from the
 // file). Syntax, type and unknown-field errors are refused as by
-// ParseWorkOrder.
+// ParseWorkOrder, and so is a field given twice in one object.
 func DecodeWorkOrder(data []byte) (WorkOrder, error) {
 	var wo WorkOrder
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -271,6 +272,12 @@ func DecodeWorkOrder(data []byte) (WorkOrder, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return WorkOrder{}, &InvalidError{ID: wo.ID, Problems: []*FieldError{{Field: "(document)", Problem: "has trailing data after the work order object"}}}
+	}
+	var de *dupkey.Error
+	if err := dupkey.Check(data); errors.As(err, &de) {
+		// encoding/json keeps the last value; a reader of the file may
+		// well take the first.
+		return WorkOrder{}, &InvalidError{ID: wo.ID, Problems: []*FieldError{{Field: de.Path, Problem: "is given twice; give each field once"}}}
 	}
 	return wo, nil
 }

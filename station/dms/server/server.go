@@ -1,18 +1,21 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/station-dev/station/jobs/dupkey"
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/dms/dmsapi"
 )
@@ -259,20 +262,34 @@ func noContent(w http.ResponseWriter) error {
 	return nil
 }
 
-// decode reads a JSON body of at most limit bytes into v, refusing
-// unknown fields and trailing data.
+// decode reads a JSON body of at most limit bytes into v. It refuses a
+// body that is not of type application/json (415: a browser's form or
+// text/plain post is no API call), unknown fields, a key given twice in
+// one object (encoding/json would keep the last one silently) and
+// trailing data.
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return bodyError(err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return bodyError(io.EOF)
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return apiError(http.StatusUnsupportedMediaType, dmsapi.CodeInvalid,
+			"the body is of type %q: send JSON with Content-Type: application/json", r.Header.Get("Content-Type"))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return bodyError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return bodyError(err)
-		}
 		return apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "the body holds more than one JSON value: send one object")
+	}
+	var de *dupkey.Error
+	if err := dupkey.Check(data); errors.As(err, &de) {
+		return apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "field %q is given twice in the body: send each field once", de.Path)
 	}
 	return nil
 }
