@@ -169,8 +169,10 @@ func (b *batch) execute(ctx context.Context, out output) (jobs.Summary, error) {
 	if err != nil {
 		return jobs.Summary{}, err
 	}
-	title := fmt.Sprintf("Work order %s · %s (%s) · bundle %s %s · %d slots",
-		b.wo.ID, b.wo.Product.Name, b.wo.Product.PartNumber, b.wo.Bundle.Version, b.wo.Bundle.Tag, len(b.fixture.Slots))
+	// The names come from the work order (the DMS): no control
+	// character of theirs reaches the terminal.
+	title := printable(fmt.Sprintf("Work order %s · %s (%s) · bundle %s %s · %d slots",
+		b.wo.ID, b.wo.Product.Name, b.wo.Product.PartNumber, b.wo.Bundle.Version, b.wo.Bundle.Tag, len(b.fixture.Slots)))
 	if !isTerminal(pw) {
 		fmt.Fprintln(pw, title)
 	}
