@@ -268,7 +268,7 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		given, ok := bearer(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(given))
 		if !ok || subtle.ConstantTimeCompare(sum[:], h.keyHash[:]) != 1 {
 			h.log.WarnContext(r.Context(), "local API call without the right key", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
@@ -278,6 +278,17 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme. The scheme's name is case-insensitive (RFC 9110, section 11.1),
+// as the DMS takes it.
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
 }
 
 // logRequests logs one line per request: never a header's value or a body.

@@ -491,6 +491,9 @@ func TestKey(t *testing.T) {
 		{"loopback with a longer key", loop, "Bearer " + key + "x", 401},
 		{"loopback with the key, not bearer", loop, "Basic " + key, 401},
 		{"loopback with the key", loop, "Bearer " + key, 200},
+		{"loopback with the key, lower-case scheme", loop, "bearer " + key, 200},
+		{"loopback with the key, upper-case scheme", loop, "BEARER " + key, 200},
+		{"loopback with the key, no space", loop, "Bearer" + key, 401},
 		{"unix without key", unix, "", 200},
 		{"unix with any key", unix, "Bearer whatever", 200},
 	}
