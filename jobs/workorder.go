@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/station-dev/station/flasher/image"
+	"github.com/station-dev/station/jobs/dupkey"
 )
 
 // Stage is a product's life-cycle stage.
@@ -259,7 +260,8 @@ func ParseWorkOrder(data []byte) (WorkOrder, error) {
 // values, for callers that complete it first (a token given apart from the
 // file). Syntax, type and unknown-field errors are refused as by
 // ParseWorkOrder, and so is text that is not UTF-8 or holds a NUL
-// (CheckJSONText), which decoding would hide.
+// (CheckJSONText), which decoding would hide, and a field given twice in
+// one object.
 func DecodeWorkOrder(data []byte) (WorkOrder, error) {
 	var wo WorkOrder
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -276,6 +278,12 @@ func DecodeWorkOrder(data []byte) (WorkOrder, error) {
 	var fe *FieldError
 	if errors.As(CheckJSONText(data), &fe) {
 		return WorkOrder{}, &InvalidError{ID: wo.ID, Problems: []*FieldError{fe}}
+	}
+	var de *dupkey.Error
+	if err := dupkey.Check(data); errors.As(err, &de) {
+		// encoding/json keeps the last value; a reader of the file may
+		// well take the first.
+		return WorkOrder{}, &InvalidError{ID: wo.ID, Problems: []*FieldError{{Field: de.Path, Problem: "is given twice; give each field once"}}}
 	}
 	return wo, nil
 }

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,6 +74,12 @@ func TestParseWorkOrderInvalid(t *testing.T) {
 		{"cut short", func(t *testing.T) []byte { return validWorkOrder(t)[:200] }, "(document)", "cut short"},
 		{"two objects", func(t *testing.T) []byte { return append(validWorkOrder(t), []byte("{}")...) }, "(document)", "more than one"},
 		{"unknown field", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["quantiy"] = 3 }) }, "quantiy", "not a work order field"},
+		{"quantity twice", func(t *testing.T) []byte {
+			return bytes.Replace(validWorkOrder(t), []byte(`"quantity":`), []byte(`"quantity":1000,"quantity":`), 1)
+		}, "quantity", "is given twice"},
+		{"sha256 twice", func(t *testing.T) []byte {
+			return bytes.Replace(validWorkOrder(t), []byte(`"sha256":`), []byte(`"sha256":"0000","sha256":`), 1)
+		}, "bundle.artifacts[0].sha256", "is given twice"},
 		{"quantity as string", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["quantity"] = "5" }) }, "quantity", "must be a number"},
 		{"missing id", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "id") }) }, "id", "is missing"},
 		{"bad id", func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["id"] = "WO 1/2" }) }, "id", "must be 1 to 64"},

@@ -76,3 +76,27 @@ func TestUdevRules(t *testing.T) {
 		t.Errorf("udev saw %d of the %d rules that set the group", n, want)
 	}
 }
+
+// TestUdevModemManagerIgnore checks that every rule for a serial port
+// tells ModemManager to leave the port alone: its AT probe would read
+// the bootloader's answers, and the station refuses a port another
+// program holds.
+func TestUdevModemManagerIgnore(t *testing.T) {
+	data, err := os.ReadFile("deb/60-station.rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i, line := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(line, `SUBSYSTEM=="tty"`) {
+			continue
+		}
+		n++
+		if !strings.Contains(line, `ENV{ID_MM_DEVICE_IGNORE}="1"`) {
+			t.Errorf("deb/60-station.rules:%d: a tty rule without ENV{ID_MM_DEVICE_IGNORE}=\"1\": %s", i+1, line)
+		}
+	}
+	if n == 0 {
+		t.Fatal("deb/60-station.rules has no tty rule")
+	}
+}

@@ -84,6 +84,10 @@ func loadImages(ctx context.Context, wo jobs.WorkOrder, base string, cache *arti
 // report their progress to pw.
 func (b *batch) runner(ctx context.Context, bus *jobs.Bus, pw io.Writer) (*jobs.Runner, error) {
 	cache := &artifact.Cache{Dir: b.cacheDir, HTTP: b.http, Logger: b.logger, Progress: downloadProgress(pw)}
+	if err := cache.Clean(); err != nil && b.logger != nil {
+		// Stale copies only cost disk space: say so and go on.
+		b.logger.Warn("artifact cache not cleaned", "err", err)
+	}
 	images, err := loadImages(ctx, b.wo, b.woDir, cache)
 	if err != nil {
 		return nil, err
@@ -172,8 +176,10 @@ func (b *batch) execute(ctx context.Context, out output) (jobs.Summary, error) {
 	if err != nil {
 		return jobs.Summary{}, err
 	}
-	title := fmt.Sprintf("Work order %s · %s (%s) · bundle %s %s · %d slots",
-		b.wo.ID, b.wo.Product.Name, b.wo.Product.PartNumber, b.wo.Bundle.Version, b.wo.Bundle.Tag, len(b.fixture.Slots))
+	// The names come from the work order (the DMS): no control
+	// character of theirs reaches the terminal.
+	title := printable(fmt.Sprintf("Work order %s · %s (%s) · bundle %s %s · %d slots",
+		b.wo.ID, b.wo.Product.Name, b.wo.Product.PartNumber, b.wo.Bundle.Version, b.wo.Bundle.Tag, len(b.fixture.Slots)))
 	if !isTerminal(pw) {
 		fmt.Fprintln(pw, title)
 	}

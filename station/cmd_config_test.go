@@ -63,6 +63,9 @@ func TestConfigCheck(t *testing.T) {
 		{"slot without a port", nil, "slots:\n  - {name: A1, protocol: esp}\n", 0o600, ExitFailed, []string{
 			"error|fixture|slots[0] (A1).port: is missing",
 		}},
+		{"two slots on one port", nil, fixture + "  - {name: A3, protocol: stm32, port: /dev/null}\n", 0o600, ExitFailed, []string{
+			"error|fixture|slots[3] (A3).port: names the same port /dev/null as slots[1] (A2)",
+		}},
 		{"printer out of paper", func(c string) string {
 			return strings.Replace(c, ready.ln.Addr().String(), paperOut.ln.Addr().String(), 1)
 		}, fixture, 0o600, ExitFailed, []string{"error|printer|is out of paper"}},

@@ -29,7 +29,9 @@ written as [redacted].
 
 The signing key lives in --key (default: station-export.key next to the
 journal; created on first use, mode 0600). The summary prints its public key:
-give it to QA once, so that they can check exports with --pub.
+give it to QA once, so that they can check exports with --pub. The export is
+signed for the station the journal names; --station, when given, must be
+that station.
 
 "station export verify DIR" checks an export: the signature, every file's
 SHA-256 and size, and that no file was added. Exit status: 0 intact, 1 a file
@@ -66,7 +68,7 @@ func (m *Main) exportCmd(ctx context.Context, args []string) error {
 		asJSON                                             bool
 	)
 	fs.StringVar(&journalPath, "journal", "station-journal.db", "journal `file` (SQLite) to export from")
-	fs.StringVar(&stationID, "station", "", "the `id` of the station the journal belongs to (default: the host name)")
+	fs.StringVar(&stationID, "station", "", "the `id` of the station the journal must belong to (default: the station the journal names)")
 	fs.StringVar(&f.WorkOrder, "work-order", "", "export only this work order (`id`)")
 	fs.StringVar(&f.Device, "device", "", "export only this device (hardware `id`)")
 	fs.StringVar(&since, "since", "", "export devices with a step at or after this `time` (RFC 3339, or a date YYYY-MM-DD in UTC)")
@@ -98,8 +100,10 @@ func (m *Main) exportCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("no journal at %s: give the station's journal with --journal", journalPath)
 	}
 	if stationID == "" {
-		if stationID, err = os.Hostname(); err != nil {
-			return fmt.Errorf("station id: %w", err)
+		// The journal knows its station: the export is signed for it.
+		// --station, when given, is checked against it.
+		if stationID, err = journal.StationOf(ctx, journalPath); err != nil {
+			return fmt.Errorf("%w: name the journal's station with --station", err)
 		}
 	}
 	if keyPath == "" {

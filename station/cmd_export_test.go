@@ -43,6 +43,16 @@ func exportJournal(t *testing.T) string {
 	return path
 }
 
+// notJournal is a file that is not a journal.
+func notJournal(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "notes.db")
+	if err := os.WriteFile(p, []byte("not a database"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func runExportCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -118,6 +128,8 @@ func TestExportCommandUsage(t *testing.T) {
 		{"bad since", []string{"export", "--journal", jp, "--out", "x", "--since", "yesterday"}, ExitUsage},
 		{"no journal", []string{"export", "--journal", filepath.Join(t.TempDir(), "none.db"), "--out", filepath.Join(t.TempDir(), "x")}, ExitProblem},
 		{"other station", []string{"export", "--journal", jp, "--station", "line-2", "--out", filepath.Join(t.TempDir(), "x")}, ExitProblem},
+		{"the journal's own station", []string{"export", "--journal", jp, "--out", filepath.Join(t.TempDir(), "x")}, ExitOK},
+		{"not a journal", []string{"export", "--journal", notJournal(t), "--out", filepath.Join(t.TempDir(), "x")}, ExitProblem},
 		{"verify no dir", []string{"export", "verify"}, ExitUsage},
 		{"verify missing", []string{"export", "verify", filepath.Join(t.TempDir(), "none")}, ExitProblem},
 		{"help", []string{"export", "--help"}, ExitOK},

@@ -7,9 +7,12 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/jobs"
 )
 
@@ -36,8 +39,57 @@ type progress struct {
 	drawn int
 }
 
+// newProgress returns the progress of a run on w. title, as every text
+// from outside (the work order, the DMS, a device), is written through
+// printable.
 func newProgress(w io.Writer, title string, slots []string) *progress {
-	return &progress{w: w, tty: isTerminal(w), title: title, slots: slots, last: map[string]jobs.SlotState{}}
+	return &progress{w: w, tty: isTerminal(w), title: printable(title), slots: slots, last: map[string]jobs.SlotState{}}
+}
+
+// printable makes s safe to write to a terminal: control characters (C0,
+// DEL, C1: an ESC in a product name would start an escape sequence that
+// moves the cursor, rewrites the window title or worse), bidirectional
+// overrides and invalid UTF-8 are written as Go escapes ("\x1b",
+// "\u202e"), visible and inert. Other text is unchanged.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unsafeRune(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x80 && unsafeRune(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unsafeRune(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// unsafeRune reports whether r must not reach a terminal as it is.
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+}
+
+// printableState is s with every text in it made printable.
+func printableState(s jobs.SlotState) jobs.SlotState {
+	s.Slot, s.Device, s.Serial = printable(s.Slot), flasher.HardwareID(printable(string(s.Device))), printable(s.Serial)
+	s.Message, s.Waiting = printable(s.Message), printable(s.Waiting)
+	return s
 }
 
 // follow renders the bus until ctx is done, then renders once more.
@@ -83,6 +135,7 @@ func (p *progress) render(all, changes []jobs.SlotState) {
 
 // lineFor is one slot's state as a log line.
 func lineFor(s jobs.SlotState) string {
+	s = printableState(s)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-8s", time.Now().Format("15:04:05"), s.Slot)
 	if s.Device != "" {
@@ -134,6 +187,7 @@ func (p *progress) table(all []jobs.SlotState) {
 
 // rowFor is one slot's state as a table row with a progress bar.
 func rowFor(s jobs.SlotState) string {
+	s = printableState(s)
 	elapsed := ""
 	if !s.Started.IsZero() {
 		end := s.Updated
@@ -178,13 +232,13 @@ func truncate(s string, n int) string {
 // printSummary writes the human summary of a run.
 func printSummary(w io.Writer, sum jobs.Summary, extra [][2]string) {
 	fmt.Fprintf(w, "\nWork order %s: %d devices, %d passed, %d failed, %d skipped, %d already done (%d of %d done in all) in %.1fs\n",
-		sum.WorkOrder, sum.Devices, sum.Passed, sum.Failed, sum.Skipped, sum.AlreadyDone, sum.Done, sum.Quantity, sum.Wall.Seconds())
+		printable(sum.WorkOrder), sum.Devices, sum.Passed, sum.Failed, sum.Skipped, sum.AlreadyDone, sum.Done, sum.Quantity, sum.Wall.Seconds())
 	for _, r := range sum.Results {
 		switch r.Outcome {
 		case jobs.OutcomeFailed:
-			fmt.Fprintf(w, "  %-8s %-17s FAILED at %s: %s\n", r.Slot, r.Device, r.Step, r.Message)
+			fmt.Fprintf(w, "  %-8s %-17s FAILED at %s: %s\n", printable(r.Slot), printable(string(r.Device)), r.Step, printable(r.Message))
 		case jobs.OutcomeSkipped, jobs.OutcomeAlreadyDone:
-			fmt.Fprintf(w, "  %-8s %-17s %s\n", r.Slot, r.Device, r.Message)
+			fmt.Fprintf(w, "  %-8s %-17s %s\n", printable(r.Slot), printable(string(r.Device)), printable(r.Message))
 		}
 	}
 	for _, kv := range extra {

@@ -72,12 +72,12 @@ func TestREADMECommands(t *testing.T) {
 		}, r.simRunExport},
 		{"dms on the line, postgresql", []string{
 			"station dms --db postgres://dms@db.line/dms --listen :8080 --admin-key-file admin.key",
-			`curl -H "Authorization: Bearer $(cat admin.key)" -d '{"role":"station","station":"line-1"}' http://dms.line:8080/v1/keys`,
+			`curl -H "Content-Type: application/json" -H "Authorization: Bearer $(cat admin.key)" -d '{"role":"station","station":"line-1"}' http://dms.line:8080/v1/keys`,
 			"station run --dms http://dms.line:8080 --key-file station.key --station line-1 --work-order WO-1042 --token-file token --fixture fixture.yaml",
 		}, r.dmsOnTheLine},
 		{"dms on the line, sqlite", []string{
 			"station dms --db sqlite:/var/lib/station/dms.db --listen :8080 --admin-key-file admin.key",
-			`curl -H "Authorization: Bearer $(cat admin.key)" -d '{"role":"station","station":"line-1"}' http://dms.line:8080/v1/keys`,
+			`curl -H "Content-Type: application/json" -H "Authorization: Bearer $(cat admin.key)" -d '{"role":"station","station":"line-1"}' http://dms.line:8080/v1/keys`,
 			"station run --dms http://dms.line:8080 --key-file station.key --station line-1 --work-order WO-1042 --token-file token --fixture fixture.yaml",
 		}, r.dmsOnTheLine},
 	}

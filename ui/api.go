@@ -23,10 +23,11 @@ type API interface {
 	Load(ctx context.Context, ref string) (localapi.State, error)
 	Start(ctx context.Context) (localapi.State, error)
 	Pause(ctx context.Context) (localapi.State, error)
-	Stop(ctx context.Context) (localapi.State, error)
+	// Stop and Override carry the supervisor's own PIN or badge.
+	Stop(ctx context.Context, sup localapi.Credential) (localapi.State, error)
 	Retry(ctx context.Context, slot string) (localapi.State, error)
 	Skip(ctx context.Context, slot string) (localapi.State, error)
-	Override(ctx context.Context, slot, reason string) (localapi.State, error)
+	Override(ctx context.Context, slot, reason string, sup localapi.Credential) (localapi.State, error)
 	Reprint(ctx context.Context, slot string) (localapi.State, error)
 	LabelPNG(ctx context.Context, slot string) ([]byte, error)
 	SignIn(ctx context.Context, req localapi.SignInRequest) (localapi.Operator, error)

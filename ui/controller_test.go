@@ -196,13 +196,28 @@ func (c *testController) Pause(context.Context) error {
 	return nil
 }
 
-// Stop needs a supervisor.
-func (c *testController) Stop(context.Context) error {
+// supervisorLocked checks a supervisor's own credential, as the daemon
+// does. Call with c.mu held.
+func (c *testController) supervisorLocked(sup localapi.Credential, what string) error {
+	op, ok := c.pins[sup.PIN+sup.Badge]
+	switch {
+	case sup.PIN+sup.Badge == "":
+		return fmt.Errorf("a supervisor must type their own PIN to %s: %w", what, localapi.ErrSupervisor)
+	case !ok:
+		return fmt.Errorf("this PIN or badge is not known: try again or ask a supervisor: %w", localapi.ErrWrongPIN)
+	case !op.Supervisor:
+		return fmt.Errorf("%s is not a supervisor: only a supervisor can %s: %w", op.Name, what, localapi.ErrSupervisor)
+	}
+	return nil
+}
+
+// Stop needs a supervisor's credential.
+func (c *testController) Stop(_ context.Context, sup localapi.Credential) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.record("stop")
-	if c.st.Operator == nil || !c.st.Operator.Supervisor {
-		return fmt.Errorf("only a supervisor can stop the work order: ask a supervisor to sign in: %w", localapi.ErrSupervisor)
+	if err := c.supervisorLocked(sup, "stop the work order"); err != nil {
+		return err
 	}
 	c.st.Run = localapi.RunIdle
 	c.changeLocked()
@@ -225,15 +240,12 @@ func (c *testController) Skip(_ context.Context, slot string) error {
 	return nil
 }
 
-// Override needs a supervisor.
-func (c *testController) Override(_ context.Context, slot, reason string) error {
+// Override needs a supervisor's credential.
+func (c *testController) Override(_ context.Context, slot, reason string, sup localapi.Credential) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.record("override " + slot + " " + reason)
-	if c.st.Operator == nil || !c.st.Operator.Supervisor {
-		return fmt.Errorf("only a supervisor can accept a failed device: %w", localapi.ErrSupervisor)
-	}
-	return nil
+	return c.supervisorLocked(sup, "accept a failed device")
 }
 
 // Reprint records the call.

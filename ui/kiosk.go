@@ -130,7 +130,7 @@ type Kiosk struct {
 	mainPage   *fyne.Container
 	dev        *deviceView // the open device view, or nil
 	qa         *qaView     // the open QA view, or nil
-	pinPad     *pinPad     // the open sign-in dialog, or nil
+	pinPad     *pinPad     // the open PIN dialog (sign-in or a supervisor's), or nil
 	connected  bool
 	run        localapi.RunState
 	operator   *localapi.Operator
@@ -553,19 +553,10 @@ func (k *Kiosk) scanned(s string) {
 	})
 }
 
-// confirmStop asks before stopping; the daemon wants a supervisor.
+// confirmStop asks a supervisor's PIN or badge before stopping: the
+// daemon wants it with the request.
 func (k *Kiosk) confirmStop() {
-	d := dialog.NewConfirm("Stop the work order?",
-		"Devices at work are stopped where they are.\nA supervisor must be signed in.",
-		func(ok bool) {
-			if ok {
-				k.command("Could not stop", k.api.Stop)
-			}
-			k.refocusLater()
-		}, k.win)
-	d.SetConfirmText("Stop")
-	d.SetDismissText("Cancel")
-	d.Show()
+	k.askSupervisor("Stop the work order?", "Devices at work are stopped where they are.", k.api.Stop)
 }
 
 // command runs f against the daemon off the UI goroutine; the state it

@@ -325,6 +325,9 @@ func TestStartWithoutOperatorShowsDaemonError(t *testing.T) {
 	h.waitFor("the error dialog", func() bool { return strings.Contains(h.overlayText(), "sign in before you start") })
 }
 
+// TestStopNeedsSupervisor: Stop asks for a supervisor's own PIN, whoever
+// is signed in; an operator's PIN is refused in the pad with the daemon's
+// words, a supervisor's stops the work order.
 func TestStopNeedsSupervisor(t *testing.T) {
 	c := newTestController(4)
 	c.st.Operator = &localapi.Operator{Name: "Alice"}
@@ -332,22 +335,32 @@ func TestStopNeedsSupervisor(t *testing.T) {
 	c.st.Run = localapi.RunRunning
 	h := newHarness(t, c, Options{})
 	h.ui(func() { test.Tap(h.k.stop) })
-	h.waitFor("the confirmation", func() bool { return h.overlay() != nil })
+	h.waitFor("the supervisor's PIN pad", func() bool { return h.k.pinPad != nil && h.overlay() != nil })
 	if got := c.called(); len(got) != 0 {
-		t.Fatalf("calls before the confirmation = %q, want none", got)
+		t.Fatalf("calls before a PIN = %q, want none", got)
 	}
-	h.ui(func() { test.Tap(h.overlayButton("Stop")) })
+	typePIN := func(pin string) {
+		h.ui(func() {
+			for _, d := range pin {
+				test.Tap(h.k.pinPad.digits[d-'0'])
+			}
+			test.Tap(h.k.pinPad.ok)
+		})
+	}
+	typePIN("1234")
 	h.waitFor("the daemon's refusal", func() bool {
-		return strings.Contains(h.overlayText(), "only a supervisor can stop the work order: ask a supervisor to sign in")
+		return h.k.pinPad != nil && strings.Contains(h.k.pinPad.msg.Text, "Alice is not a supervisor")
 	})
-	if got := c.called(); !slices.Equal(got, []string{"stop"}) {
-		t.Errorf("calls = %q, want [stop]", got)
-	}
 	h.ui(func() {
 		if h.k.run != localapi.RunRunning {
 			t.Errorf("run = %s after a refused stop, want running", h.k.run)
 		}
 	})
+	typePIN("9999")
+	h.waitFor("the pad closed and the run stopped", func() bool { return h.k.pinPad == nil && h.k.run == localapi.RunIdle })
+	if got := c.called(); !slices.Equal(got, []string{"stop", "stop"}) {
+		t.Errorf("calls = %q, want [stop stop]", got)
+	}
 }
 
 func TestSignInWithPIN(t *testing.T) {
@@ -565,13 +578,18 @@ func TestDeviceView(t *testing.T) {
 		test.Type(v.reason, "cosmetic only")
 	})
 	h.ui(func() { test.Tap(h.k.dev.override) })
-	h.waitFor("the refusal", func() bool { return strings.Contains(h.overlayText(), "only a supervisor can accept a failed device") })
+	h.waitFor("the supervisor's PIN pad", func() bool { return h.k.pinPad != nil })
+	h.ui(func() { test.Type(h.k.pinPad.badge, "B-42\n") })
+	h.waitFor("the refusal", func() bool {
+		return h.k.pinPad != nil && strings.Contains(h.k.pinPad.msg.Text, "Bob is not a supervisor: only a supervisor can accept a failed device")
+	})
+	h.ui(func() { test.Tap(h.k.pinPad.cancel) })
+	h.waitFor("the pad closed", func() bool { return h.k.pinPad == nil })
 	want := []string{"retry S02", "override S02 cosmetic only"}
 	if got := c.called(); !slices.Equal(got, want) {
 		t.Errorf("calls = %q, want %q", got, want)
 	}
 	h.ui(func() {
-		test.Tap(h.overlayButton("OK"))
 		test.Tap(h.k.dev.back)
 		if h.k.dev != nil || h.k.body.Objects[0] != h.k.mainPage {
 			t.Error("Back did not show the slots")

@@ -13,8 +13,9 @@ import (
 	"github.com/station-dev/station/station/localapi"
 )
 
-// pinPad is the sign-in dialog: a PIN pad (digits, clear, OK) and a badge
-// field a badge scanner types into.
+// pinPad is the PIN dialog: a PIN pad (digits, clear, OK) and a badge
+// field a badge scanner types into. It signs an operator in, or carries a
+// supervisor's own PIN or badge to the action it authorizes.
 type pinPad struct {
 	k      *Kiosk
 	d      dialog.Dialog
@@ -26,11 +27,45 @@ type pinPad struct {
 	ok     *widget.Button
 	cancel *widget.Button
 	badge  *scannerEntry
+	// act sends the PIN or badge to the daemon (off the UI goroutine);
+	// the dialog closes when it succeeds and shows its error otherwise.
+	act func(ctx context.Context, cred localapi.Credential) error
 }
 
 // showSignIn opens the sign-in dialog.
 func (k *Kiosk) showSignIn() {
-	p := &pinPad{k: k, dots: text("", 44, true), msg: widget.NewLabel("Type your PIN, or scan your badge.")}
+	k.showPINPad("Sign in", "Type your PIN, or scan your badge.", func(ctx context.Context, cred localapi.Credential) error {
+		op, err := k.api.SignIn(ctx, cred)
+		if err != nil {
+			k.log.Warn("sign-in failed", "err", err)
+			return err
+		}
+		k.log.Info("signed in", "operator", op.Name, "supervisor", op.Supervisor)
+		k.m.setOperator(&op)
+		return nil
+	})
+}
+
+// askSupervisor opens the PIN dialog for an action only a supervisor may
+// take: what says what it does, and act does it with the supervisor's own
+// PIN or badge. Who is signed in at the kiosk does not matter: the daemon
+// wants the supervisor's credential with the request.
+func (k *Kiosk) askSupervisor(title, what string, act func(ctx context.Context, cred localapi.Credential) (localapi.State, error)) {
+	k.showPINPad(title, what+"\nA supervisor types their PIN or scans their badge.", func(ctx context.Context, cred localapi.Credential) error {
+		st, err := act(ctx, cred)
+		if err != nil {
+			k.log.Warn("supervisor action failed", "action", title, "err", err)
+			return err
+		}
+		k.m.mergeState(st)
+		return nil
+	})
+}
+
+// showPINPad opens the PIN dialog with title and prompt; act gets what is
+// typed or scanned.
+func (k *Kiosk) showPINPad(title, prompt string, act func(ctx context.Context, cred localapi.Credential) error) {
+	p := &pinPad{k: k, dots: text("", 44, true), msg: widget.NewLabel(prompt), act: act}
 	p.dots.Alignment = fyne.TextAlignCenter
 	p.msg.Wrapping = fyne.TextWrapWord
 	p.msg.Alignment = fyne.TextAlignCenter
@@ -44,7 +79,7 @@ func (k *Kiosk) showSignIn() {
 			p.msg.SetText("Type your PIN first.")
 			return
 		}
-		p.submit(localapi.SignInRequest{PIN: p.pin})
+		p.submit(localapi.Credential{PIN: p.pin})
 	})
 	p.ok.Importance = widget.HighImportance
 	p.cancel = widget.NewButton("Cancel", func() { p.d.Hide() })
@@ -54,7 +89,7 @@ func (k *Kiosk) showSignIn() {
 		s = strings.TrimSpace(s)
 		p.badge.SetText("")
 		if s != "" {
-			p.submit(localapi.SignInRequest{Badge: s})
+			p.submit(localapi.Credential{Badge: s})
 		}
 	}
 	key := func(b *widget.Button) fyne.CanvasObject { return sized(b, 110, 90) }
@@ -66,7 +101,7 @@ func (k *Kiosk) showSignIn() {
 	)
 	content := container.NewVBox(sized(p.msg, 380, 0), sized(p.dots, 0, 60), pad,
 		sized(p.badge, 0, 70), sized(p.cancel, 0, 70))
-	p.d = dialog.NewCustomWithoutButtons("Sign in", content, k.win)
+	p.d = dialog.NewCustomWithoutButtons(title, content, k.win)
 	p.d.SetOnClosed(func() {
 		if k.pinPad == p {
 			k.pinPad = nil
@@ -90,20 +125,18 @@ func (p *pinPad) showDots() {
 	p.dots.Refresh()
 }
 
-// submit signs in off the UI goroutine; the dialog closes on success and
-// says the daemon's words on failure.
-func (p *pinPad) submit(req localapi.SignInRequest) {
-	p.msg.SetText("Signing in…")
+// submit sends the PIN or badge off the UI goroutine; the dialog closes
+// on success and says the daemon's words on failure (a wrong PIN, how long
+// to wait after too many, a lock).
+func (p *pinPad) submit(cred localapi.Credential) {
+	p.msg.SetText("Checking…")
 	k := p.k
 	go func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
-		op, err := k.api.SignIn(ctx, req)
-		if err != nil {
-			k.log.Warn("sign-in failed", "err", err)
-		} else {
-			k.log.Info("signed in", "operator", op.Name, "supervisor", op.Supervisor)
-			k.m.setOperator(&op)
+		err := p.act(ctx, cred)
+		if err != nil && ctx.Err() == context.DeadlineExceeded {
+			err = errTimeout
 		}
 		k.do(func() {
 			if err != nil {

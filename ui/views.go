@@ -102,8 +102,17 @@ func (k *Kiosk) openDevice(slot string) {
 			v.note.SetText("Type why you accept this device first.")
 			return
 		}
-		v.act("Could not override slot "+slot, "Accepted by a supervisor.", func(ctx context.Context) (localapi.State, error) {
-			return k.api.Override(ctx, slot, reason)
+		k.askSupervisor("Accept the failed device in "+slot+"?", "Reason: "+reason, func(ctx context.Context, cred localapi.Credential) (localapi.State, error) {
+			st, err := k.api.Override(ctx, slot, reason, cred)
+			if err == nil {
+				k.do(func() {
+					if k.dev == v {
+						v.note.SetText("Accepted by a supervisor.")
+						v.loadLog()
+					}
+				})
+			}
+			return st, err
 		})
 	})
 	v.override.Importance = widget.DangerImportance

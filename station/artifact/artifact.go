@@ -31,6 +31,13 @@ import (
 // ErrChecksum means an artifact's bytes do not match its sha256.
 var ErrChecksum = errors.New("artifact checksum mismatch")
 
+// ErrTooLarge means an artifact's source holds more bytes than the work
+// order declares. Every copy reads at most the declared size and one byte
+// more, so a source without end (/dev/zero, a server that never stops)
+// is refused there and never fills the disk. An error wrapping it wraps
+// ErrChecksum too: the source is not the artifact.
+var ErrTooLarge = errors.New("artifact larger than its declared size")
+
 // Cache downloads artifacts into a folder, one file per content hash.
 type Cache struct {
 	// Dir is the cache folder.
@@ -55,6 +62,9 @@ func (c *Cache) Fetch(ctx context.Context, a jobs.Artifact, base string) (string
 	// anything.
 	if _, err := hex.DecodeString(a.SHA256); err != nil || len(a.SHA256) != 2*sha256.Size || strings.ToLower(a.SHA256) != a.SHA256 {
 		return "", fmt.Errorf("artifact %s: sha256 %q is not 64 lowercase hexadecimal digits: fix the work order; nothing was flashed", a.Name, a.SHA256)
+	}
+	if a.Size < 0 {
+		return "", fmt.Errorf("artifact %s: size %d is negative: fix the work order; nothing was flashed", a.Name, a.Size)
 	}
 	dst := filepath.Join(c.Dir, a.SHA256)
 	if ok, err := c.cached(dst, a); err != nil || ok {
@@ -187,6 +197,9 @@ func (c *Cache) downloadError(ctx context.Context, a jobs.Artifact, tmp string, 
 	case errors.Is(err, grab.ErrBadChecksum):
 		os.Remove(tmp)
 		return fmt.Errorf("artifact %s: the downloaded file does not match the work order's sha256 %s: %w (the server holds another file or the bytes were damaged on the way; nothing was flashed)", a.Name, a.SHA256, ErrChecksum)
+	case errors.Is(err, ErrTooLarge):
+		os.Remove(tmp)
+		return fmt.Errorf("artifact %s: %s serves more than the %d bytes the work order declares; the download was stopped there: %w: %w (the server holds another file under this URL; nothing was flashed)", a.Name, u, a.Size, err, ErrChecksum)
 	case errors.Is(err, grab.ErrBadLength), errors.Is(err, errResumeRefused):
 		os.Remove(tmp)
 		return fmt.Errorf("artifact %s: %s does not serve the %d bytes the work order names: %w (the server holds another file under this URL; nothing was flashed)", a.Name, u, a.Size, ErrChecksum)
@@ -230,9 +243,7 @@ func (c *Cache) transfer(ctx context.Context, a jobs.Artifact, tmp string) (resu
 	}
 	client := grab.NewClient()
 	client.UserAgent = "station"
-	if c.HTTP != nil {
-		client.HTTPClient = c.HTTP
-	}
+	client.HTTPClient = boundedClient(c.HTTP, a.Size)
 	resp := client.Do(req)
 	if c.Logger != nil {
 		if resp.DidResume && resp.BytesComplete() > 0 {
@@ -262,30 +273,46 @@ func (c *Cache) transfer(ctx context.Context, a jobs.Artifact, tmp string) (resu
 	return resp.DidResume && resp.BytesComplete() > 0, err
 }
 
+// copyFile copies the local file src (a path or a device such as
+// /dev/zero) into dst, reading at most a.Size+1 bytes: a larger source is
+// refused at its declared size. The copy goes to a temporary file first,
+// which Clean removes if the process dies during the copy.
 func (c *Cache) copyFile(ctx context.Context, a jobs.Artifact, src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("artifact %s: %w", a.Name, err)
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(c.Dir, a.SHA256+".*.part")
+	unlock, err := lockShared(c.Dir)
+	if err != nil {
+		return fmt.Errorf("artifact %s: %w", a.Name, err)
+	}
+	defer unlock()
+	tmp, err := os.CreateTemp(c.Dir, a.SHA256+copyPartInfix+"*"+partSuffix)
 	if err != nil {
 		return fmt.Errorf("artifact %s: %w", a.Name, err)
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), readerCtx{ctx, in})
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(readerCtx{ctx, in}, a.Size+1))
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("artifact %s: copy %s: %w", a.Name, src, err)
 	}
+	if n > a.Size {
+		return fmt.Errorf("artifact %s: %s holds more than the %d bytes the work order declares; the copy was stopped there: %w: %w (is the URL the right file? nothing was flashed)",
+			a.Name, src, a.Size, ErrTooLarge, ErrChecksum)
+	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 || n != a.Size {
 		return fmt.Errorf("artifact %s: %s has sha256 %s and %d bytes but the work order says %s and %d: %w (nothing was flashed)",
 			a.Name, src, got, n, a.SHA256, a.Size, ErrChecksum)
 	}
-	return os.Rename(tmp.Name(), dst)
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("artifact %s: %w", a.Name, err)
+	}
+	return nil
 }
 
 type readerCtx struct {

@@ -314,7 +314,7 @@ func headerKey(c localapi.Counts, run localapi.RunState, alerts []localapi.Alert
 
 // Load loads a work order by id or scanned barcode.
 func (d *Daemon) Load(ctx context.Context, ref string) error {
-	op, err := d.requireOperator(false)
+	op, err := d.requireOperator()
 	if err != nil {
 		return err
 	}
@@ -489,7 +489,7 @@ func (d *Daemon) readCounts(ctx context.Context, id string) (localapi.Counts, er
 // Start works on every plugged device, and every device plugged in from
 // now on.
 func (d *Daemon) Start(ctx context.Context) error {
-	op, err := d.begin(false)
+	op, err := d.begin()
 	if err != nil {
 		return err
 	}
@@ -521,25 +521,31 @@ func (d *Daemon) Start(ctx context.Context) error {
 	return nil
 }
 
-// begin starts a command on the loaded work order: it checks who is
-// signed in (a supervisor when supervisor is set) and that a work order is
-// loaded, and returns with d.mu held.
-func (d *Daemon) begin(supervisor bool) (localapi.Operator, error) {
-	op, err := d.requireOperator(supervisor)
+// begin starts a command on the loaded work order: it checks that an
+// operator is signed in and that a work order is loaded, and returns with
+// d.mu held.
+func (d *Daemon) begin() (localapi.Operator, error) {
+	op, err := d.requireOperator()
 	if err != nil {
 		return op, err
 	}
+	return op, d.lockWorkOrder()
+}
+
+// lockWorkOrder takes d.mu and keeps it when a work order is loaded;
+// otherwise it releases it and returns ErrNoWorkOrder.
+func (d *Daemon) lockWorkOrder() error {
 	d.mu.Lock()
 	if err := d.needWorkOrder(); err != nil {
 		d.mu.Unlock()
-		return op, err
+		return err
 	}
-	return op, nil
+	return nil
 }
 
 // Pause lets the devices at work finish and starts no new one.
 func (d *Daemon) Pause(ctx context.Context) error {
-	op, err := d.begin(false)
+	op, err := d.begin()
 	if err != nil {
 		return err
 	}
@@ -559,10 +565,13 @@ func (d *Daemon) Pause(ctx context.Context) error {
 
 // Stop stops the devices at work (they are journaled as stopped and
 // resume from their last passed step when run again) and unloads the
-// work order. It needs a supervisor.
-func (d *Daemon) Stop(ctx context.Context) error {
-	op, err := d.begin(true)
+// work order. It needs a supervisor's own PIN or badge, sup.
+func (d *Daemon) Stop(ctx context.Context, sup localapi.Credential) error {
+	op, err := d.requireSupervisor(ctx, sup, "stop")
 	if err != nil {
+		return err
+	}
+	if err := d.lockWorkOrder(); err != nil {
 		return err
 	}
 	if d.run == localapi.RunStopping {
@@ -641,7 +650,7 @@ func (d *Daemon) slotLabel(ctx context.Context, slot string) (jobs.WorkOrder, jo
 
 // Retry runs a failed slot's device again, from its last passed step.
 func (d *Daemon) Retry(ctx context.Context, slot string) error {
-	op, err := d.requireOperator(false)
+	op, err := d.requireOperator()
 	if err != nil {
 		return err
 	}
@@ -671,7 +680,7 @@ func (d *Daemon) Retry(ctx context.Context, slot string) error {
 
 // Skip leaves a slot's device alone until it is unplugged.
 func (d *Daemon) Skip(ctx context.Context, slot string) error {
-	op, err := d.requireOperator(false)
+	op, err := d.requireOperator()
 	if err != nil {
 		return err
 	}
@@ -705,15 +714,15 @@ func (d *Daemon) Skip(ctx context.Context, slot string) error {
 }
 
 // Override accepts a failed device, with the supervisor's reason
-// journaled.
-func (d *Daemon) Override(ctx context.Context, slot, reason string) error {
-	op, err := d.requireOperator(true)
-	if err != nil {
-		return err
-	}
+// journaled. It needs a supervisor's own PIN or badge, sup.
+func (d *Daemon) Override(ctx context.Context, slot, reason string, sup localapi.Credential) error {
 	reason = strings.TrimSpace(reason)
 	if reason == "" {
 		return opErr(localapi.ErrInvalid, "give the reason the failed device is accepted: it goes in the journal")
+	}
+	op, err := d.requireSupervisor(ctx, sup, "override")
+	if err != nil {
+		return err
 	}
 	d.mu.Lock()
 	s, err := d.workSlotLocked(slot)
@@ -767,7 +776,7 @@ func (d *Daemon) LabelPNG(ctx context.Context, slot string) ([]byte, error) {
 // the journal: the label step's serial, template, copies and date, and
 // the loaded work order's product and bundle.
 func (d *Daemon) Reprint(ctx context.Context, slot string) error {
-	op, err := d.requireOperator(false)
+	op, err := d.requireOperator()
 	if err != nil {
 		return err
 	}

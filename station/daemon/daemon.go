@@ -105,7 +105,7 @@ type Daemon struct {
 	slots    map[string]*slotState
 	order    []string
 	counts   localapi.Counts
-	failures int // wrong PINs in a row
+	pins     pinGuard // wrong PINs and badges, per client and operator
 	sem      chan struct{}
 	closing  bool // Run is ending
 }
@@ -211,6 +211,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			Handler:           localapi.NewHandler(d, localapi.HandlerOptions{Key: l.key, Logger: d.log, Metrics: d.WriteMetrics}),
 			ReadHeaderTimeout: 10 * time.Second,
 			BaseContext:       func(net.Listener) context.Context { return ctx },
+			ConnContext:       localapi.ConnContext,
 		}
 		servers = append(servers, srv)
 		wg.Go(func() {

@@ -294,8 +294,8 @@ func TestOperatorsAndSupervisors(t *testing.T) {
 	if err := b.d.Load(ctx, b.sim.WorkOrder); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.d.Stop(ctx); !errors.Is(err, localapi.ErrSupervisor) {
-		t.Fatalf("Stop() by an operator = %v, want ErrSupervisor", err)
+	if err := b.d.Stop(ctx, localapi.Credential{PIN: pinOperator}); !errors.Is(err, localapi.ErrSupervisor) {
+		t.Fatalf("Stop() with an operator's PIN = %v, want ErrSupervisor", err)
 	}
 	if err := b.d.Load(ctx, "WO-NOPE"); !errors.Is(err, localapi.ErrAlreadyRuns) && !errors.Is(err, localapi.ErrNotFound) {
 		t.Fatalf("Load(unknown) = %v, want ErrNotFound", err)
@@ -310,8 +310,11 @@ func TestOperatorsAndSupervisors(t *testing.T) {
 	if err != nil || !op.Supervisor || op.Name != "Sam" {
 		t.Fatalf("SignIn(badge) = %+v, %v; want supervisor Sam", op, err)
 	}
-	if err := b.d.Stop(ctx); err != nil {
-		t.Fatalf("Stop() by a supervisor = %v", err)
+	if err := b.d.Stop(ctx, localapi.Credential{}); !errors.Is(err, localapi.ErrSupervisor) {
+		t.Fatalf("Stop() by a signed-in supervisor without their credential = %v, want ErrSupervisor", err)
+	}
+	if err := b.d.Stop(ctx, localapi.Credential{Badge: "BADGE-7"}); err != nil {
+		t.Fatalf("Stop() with a supervisor's badge = %v", err)
 	}
 	if st := b.d.State(ctx); st.Run != localapi.RunIdle || st.WorkOrder != nil {
 		t.Errorf("after Stop: run %s, work order %+v; want idle, none", st.Run, st.WorkOrder)
@@ -393,11 +396,10 @@ func TestFailedDeviceRetryAndOverride(t *testing.T) {
 	}
 
 	// S02: a supervisor accepts it.
-	if err := b.d.Override(ctx, "S02", "rework ticket 17"); !errors.Is(err, localapi.ErrSupervisor) {
-		t.Fatalf("Override() by an operator = %v, want ErrSupervisor", err)
+	if err := b.d.Override(ctx, "S02", "rework ticket 17", localapi.Credential{PIN: pinOperator}); !errors.Is(err, localapi.ErrSupervisor) {
+		t.Fatalf("Override() with an operator's PIN = %v, want ErrSupervisor", err)
 	}
-	b.signIn(pinSupervisor)
-	if err := b.d.Override(ctx, "S02", "rework ticket 17"); err != nil {
+	if err := b.d.Override(ctx, "S02", "rework ticket 17", localapi.Credential{PIN: pinSupervisor}); err != nil {
 		t.Fatalf("Override() = %v", err)
 	}
 	st = b.d.State(ctx)
@@ -491,7 +493,7 @@ func TestLocalAPIOverUnixSocket(t *testing.T) {
 	if _, err := c.Load(ctx, "WO:"+b.sim.WorkOrder); err != nil {
 		t.Fatalf("Load() over HTTP = %v", err)
 	}
-	if _, err := c.Stop(ctx); !errors.Is(err, localapi.ErrSupervisor) {
+	if _, err := c.Stop(ctx, localapi.Credential{PIN: pinOperator}); !errors.Is(err, localapi.ErrSupervisor) {
 		t.Fatalf("Stop() by an operator over HTTP = %v, want ErrSupervisor", err)
 	}
 	if _, err := c.Start(ctx); err != nil {

@@ -485,7 +485,9 @@ func TestLocalAPIDocExamples(t *testing.T) {
 		{key: "/v1/start", check: runIs(localapi.RunRunning)},
 		{key: "/v1/pause", check: runIs(localapi.RunPaused)},
 		{key: "/v1/stop", given: func(t *testing.T, s *docStation) {
-			s.signIn(t, localapi.SignInRequest{Badge: docBadge})
+			// Ada, an operator, is signed in: the supervisor's badge
+			// in the request is what counts.
+			s.signIn(t, localapi.SignInRequest{PIN: docPIN})
 		}, check: func(t *testing.T, s *docStation, cmd, dir string, out []byte) {
 			if st := docState(t, cmd, out); st.Run != localapi.RunIdle || st.WorkOrder != nil {
 				t.Errorf("%s = run %s, work order %+v; want idle, none", cmd, st.Run, st.WorkOrder)

@@ -189,8 +189,7 @@ func TestMetricsOfFailuresAndOverride(t *testing.T) {
 	}
 	checkFailedAgainstJournal(t, b, m)
 
-	b.signIn(pinSupervisor)
-	if err := b.d.Override(ctx, "S02", "rework ticket 17"); err != nil {
+	if err := b.d.Override(ctx, "S02", "rework ticket 17", localapi.Credential{PIN: pinSupervisor}); err != nil {
 		t.Fatalf("Override() = %v", err)
 	}
 	m = scrape(t, b)

@@ -6,6 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -54,8 +55,9 @@ type Store struct {
 	path  string
 }
 
-// OpenSQLite opens the SQLite database at path, creating it and its folder
-// if missing, and brings its schema up to date. The file must be on a
+// OpenSQLite opens the SQLite database at path, creating it (mode 0600,
+// and so its -wal and -shm files) and its folder if missing, and brings
+// its schema up to date. The file must be on a
 // local disk: WAL needs memory shared between connections.
 func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
@@ -67,6 +69,11 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	}
 	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
 		return nil, fmt.Errorf("create dms database folder: %w", err)
+	}
+	// Keys' hashes, tokens' HMACs, customers: the file is the DMS's
+	// alone. SQLite gives its -wal and -shm files the database's mode.
+	if err := createPrivate(abs); err != nil {
+		return nil, fmt.Errorf("create dms database %s: %w", abs, err)
 	}
 	s := &Store{d: &sqliteDialect, path: abs}
 	if err := s.openSQLite(ctx); err != nil {
@@ -293,4 +300,17 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// createPrivate creates an empty file at path with mode 0600 if there is
+// none; an existing file keeps its mode.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }

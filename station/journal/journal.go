@@ -6,6 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,7 +54,8 @@ type Journal struct {
 }
 
 // Open opens the journal at path for the station stationID, creating the
-// file and its folder if missing and bringing the schema up to date. A
+// file (mode 0600, and so its -wal and -shm files) and its folder if
+// missing and bringing the schema up to date. A
 // journal belongs to one station for life: opening it with another
 // station id is an error. The file must be on a local disk (WAL needs
 // shared memory between connections); Open refuses the network file
@@ -78,6 +80,11 @@ func Open(ctx context.Context, path, stationID string, logger *slog.Logger) (*Jo
 	}
 	if err := checkLocalDisk(dir); err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", abs, err)
+	}
+	// The journal holds who did what on the line: the station's alone.
+	// SQLite gives its -wal and -shm files the database's mode.
+	if err := createPrivate(abs); err != nil {
+		return nil, fmt.Errorf("create journal %s: %w", abs, err)
 	}
 	j := &Journal{path: abs, station: stationID, logger: logger}
 	if err := j.open(ctx); err != nil {
@@ -183,6 +190,34 @@ func ignoreDone(err error) error {
 	return err
 }
 
+// StationOf returns the id of the station the journal at path belongs
+// to, read without opening it for writing: what a tool that reads another
+// station's journal (station export) checks against. A file that is no
+// journal, or a journal that names no station yet, is an error.
+func StationOf(ctx context.Context, path string) (string, error) {
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("read the journal's station: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("read the journal's station: %w", err)
+	}
+	db, err := sql.Open("sqlite3", dsn(abs, readParams))
+	if err != nil {
+		return "", fmt.Errorf("read the station of journal %s: %w", abs, err)
+	}
+	defer db.Close()
+	var id string
+	err = db.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'station_id'").Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) || id == "" {
+		return "", fmt.Errorf("journal %s names no station yet", abs)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the station of journal %s (is it a station journal?): %w", abs, err)
+	}
+	return id, nil
+}
+
 // Path returns the journal file's absolute path.
 func (j *Journal) Path() string { return j.path }
 
@@ -243,4 +278,17 @@ func (j *Journal) Close() error {
 		return fmt.Errorf("close journal %s: %w", j.path, err)
 	}
 	return nil
+}
+
+// createPrivate creates an empty file at path with mode 0600 if there is
+// none; an existing file keeps its mode.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }

@@ -93,9 +93,10 @@ func (c *Client) Pause(ctx context.Context) (State, error) {
 	return c.command(ctx, "/v1/pause", nil)
 }
 
-// Stop stops the devices at work (a supervisor must be signed in).
-func (c *Client) Stop(ctx context.Context) (State, error) {
-	return c.command(ctx, "/v1/stop", nil)
+// Stop stops the devices at work and unloads the work order; sup is the
+// supervisor's own PIN or badge.
+func (c *Client) Stop(ctx context.Context, sup Credential) (State, error) {
+	return c.command(ctx, "/v1/stop", StopRequest{Supervisor: sup})
 }
 
 // Retry runs a failed slot's device again.
@@ -108,9 +109,10 @@ func (c *Client) Skip(ctx context.Context, slot string) (State, error) {
 	return c.command(ctx, slotPath(slot, "skip"), nil)
 }
 
-// Override accepts a failed device, with the supervisor's reason.
-func (c *Client) Override(ctx context.Context, slot, reason string) (State, error) {
-	return c.command(ctx, slotPath(slot, "override"), OverrideRequest{Reason: reason})
+// Override accepts a failed device, with the supervisor's reason and own
+// PIN or badge.
+func (c *Client) Override(ctx context.Context, slot, reason string, sup Credential) (State, error) {
+	return c.command(ctx, slotPath(slot, "override"), OverrideRequest{Reason: reason, Supervisor: sup})
 }
 
 // Reprint prints the label of the slot's last device again.
@@ -256,7 +258,8 @@ func readAPIError(resp *http.Response) *APIError {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	var e Error
 	if err := json.Unmarshal(b, &e); err == nil && e.Error.Code != "" {
-		return &APIError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		return &APIError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message,
+			RetryAfter: time.Duration(e.Error.RetryAfter) * time.Second}
 	}
 	return &APIError{
 		Status: resp.StatusCode,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Event types of the stream (Event.Type, and the "event:" field of the
@@ -37,6 +38,8 @@ type APIError struct {
 	Code string
 	// Message says what happened and what to do, for the operator.
 	Message string
+	// RetryAfter is how long to wait before trying again (code "wait").
+	RetryAfter time.Duration
 }
 
 // Error returns the message, written for the operator.
@@ -72,6 +75,8 @@ var errorCodes = [...]errorCode{
 	{ErrSignIn, CodeSignIn, http.StatusForbidden},
 	{ErrSupervisor, CodeSupervisor, http.StatusForbidden},
 	{ErrWrongPIN, CodeWrongPIN, http.StatusForbidden},
+	{ErrWait, CodeWait, http.StatusTooManyRequests},
+	{ErrLockedOut, CodeLockedOut, http.StatusForbidden},
 	{ErrNotFound, CodeNotFound, http.StatusNotFound},
 	{ErrState, CodeState, http.StatusConflict},
 	{ErrNoWorkOrder, CodeNoWorkOrder, http.StatusConflict},
@@ -106,6 +111,8 @@ func codeForStatus(status int) string {
 		return CodeState
 	case http.StatusServiceUnavailable:
 		return CodeUnavailable
+	case http.StatusTooManyRequests:
+		return CodeWait
 	}
 	return CodeInternal
 }

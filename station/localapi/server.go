@@ -83,7 +83,13 @@ func NewHandler(c Controller, opts HandlerOptions) http.Handler {
 	}))
 	mux.HandleFunc(PathStart, h.command(noBody(c.Start)))
 	mux.HandleFunc(PathPause, h.command(noBody(c.Pause)))
-	mux.HandleFunc(PathStop, h.command(noBody(c.Stop)))
+	mux.HandleFunc(PathStop, h.command(func(ctx context.Context, r *http.Request) error {
+		var req StopRequest
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+		return c.Stop(ctx, req.Supervisor)
+	}))
 	mux.HandleFunc(PathSignOut, h.command(noBody(c.SignOut)))
 	mux.HandleFunc(PathRetry, h.command(slotCommand(c.Retry)))
 	mux.HandleFunc(PathSkip, h.command(slotCommand(c.Skip)))
@@ -102,7 +108,7 @@ func NewHandler(c Controller, opts HandlerOptions) http.Handler {
 		if err := decode(r, &req); err != nil {
 			return err
 		}
-		return c.Override(ctx, r.PathValue("slot"), req.Reason)
+		return c.Override(ctx, r.PathValue("slot"), req.Reason, req.Supervisor)
 	}))
 	mux.HandleFunc(PathSignIn, func(w http.ResponseWriter, r *http.Request) {
 		var req SignInRequest
@@ -153,7 +159,7 @@ func NewHandler(c Controller, opts HandlerOptions) http.Handler {
 			r.Method, r.URL.Path, ErrNotFound))
 	})
 
-	return h.logRequests(h.authorize(mux))
+	return h.logRequests(h.authorize(withPeer(mux)))
 }
 
 // command serves a command: run does it, and the answer is the new State.
@@ -262,7 +268,7 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		given, ok := bearer(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(given))
 		if !ok || subtle.ConstantTimeCompare(sum[:], h.keyHash[:]) != 1 {
 			h.log.WarnContext(r.Context(), "local API call without the right key", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
@@ -272,6 +278,17 @@ func (h *handler) authorize(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme. The scheme's name is case-insensitive (RFC 9110, section 11.1),
+// as the DMS takes it.
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
 }
 
 // logRequests logs one line per request: never a header's value or a body.
@@ -337,6 +354,12 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if errors.As(err, &re) {
 		status = re.status
 	}
+	body := ErrorBody{Code: code, Message: msg}
+	var we *WaitError
+	if errors.As(err, &we) {
+		body.RetryAfter = we.RetryAfter()
+		w.Header().Set("Retry-After", strconv.Itoa(body.RetryAfter))
+	}
 	if !ok {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			// The client went away: nobody reads the answer.
@@ -344,9 +367,9 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		} else {
 			h.log.ErrorContext(r.Context(), "local API call failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
-		msg = "the station daemon failed to do this: try again; if it fails again, look at the station's log (journalctl -u station)"
+		body.Message = "the station daemon failed to do this: try again; if it fails again, look at the station's log (journalctl -u station)"
 	}
-	writeJSON(w, status, Error{Error: ErrorBody{Code: code, Message: msg}})
+	writeJSON(w, status, Error{Error: body})
 }
 
 // writeJSON answers v as JSON.

@@ -137,12 +137,12 @@ func (f *fakeController) watching() int {
 func (f *fakeController) Load(_ context.Context, ref string) error { return f.do("Load", ref) }
 func (f *fakeController) Start(context.Context) error              { return f.do("Start") }
 func (f *fakeController) Pause(context.Context) error              { return f.do("Pause") }
-func (f *fakeController) Stop(context.Context) error               { return f.do("Stop") }
+func (f *fakeController) Stop(context.Context, Credential) error   { return f.do("Stop") }
 func (f *fakeController) Retry(_ context.Context, slot string) error {
 	return f.do("Retry", slot)
 }
 func (f *fakeController) Skip(_ context.Context, slot string) error { return f.do("Skip", slot) }
-func (f *fakeController) Override(_ context.Context, slot, reason string) error {
+func (f *fakeController) Override(_ context.Context, slot, reason string, _ Credential) error {
 	return f.do("Override", slot, reason)
 }
 func (f *fakeController) Reprint(_ context.Context, slot string) error {
@@ -290,11 +290,14 @@ func TestRoutes(t *testing.T) {
 		{"load", func(ctx context.Context, c *Client) (any, error) { s, err := c.Load(ctx, "WO:1234"); return s.Run, err }, "Load WO:1234", RunState("load")},
 		{"start", func(ctx context.Context, c *Client) (any, error) { s, err := c.Start(ctx); return s.Run, err }, "Start", RunState("start")},
 		{"pause", func(ctx context.Context, c *Client) (any, error) { s, err := c.Pause(ctx); return s.Run, err }, "Pause", RunState("pause")},
-		{"stop", func(ctx context.Context, c *Client) (any, error) { s, err := c.Stop(ctx); return s.Run, err }, "Stop", RunState("stop")},
+		{"stop", func(ctx context.Context, c *Client) (any, error) {
+			s, err := c.Stop(ctx, Credential{PIN: "1234"})
+			return s.Run, err
+		}, "Stop", RunState("stop")},
 		{"retry", func(ctx context.Context, c *Client) (any, error) { s, err := c.Retry(ctx, "A1"); return s.Run, err }, "Retry A1", RunState("retry")},
 		{"skip", func(ctx context.Context, c *Client) (any, error) { s, err := c.Skip(ctx, "A 2/b"); return s.Run, err }, "Skip A 2/b", RunState("skip")},
 		{"override", func(ctx context.Context, c *Client) (any, error) {
-			s, err := c.Override(ctx, "A1", "checked by hand")
+			s, err := c.Override(ctx, "A1", "checked by hand", Credential{Badge: "B-9"})
 			return s.Run, err
 		}, "Override A1 checked by hand", RunState("override")},
 		{"reprint", func(ctx context.Context, c *Client) (any, error) { s, err := c.Reprint(ctx, "A2"); return s.Run, err }, "Reprint A2", RunState("reprint")},
@@ -488,6 +491,9 @@ func TestKey(t *testing.T) {
 		{"loopback with a longer key", loop, "Bearer " + key + "x", 401},
 		{"loopback with the key, not bearer", loop, "Basic " + key, 401},
 		{"loopback with the key", loop, "Bearer " + key, 200},
+		{"loopback with the key, lower-case scheme", loop, "bearer " + key, 200},
+		{"loopback with the key, upper-case scheme", loop, "BEARER " + key, 200},
+		{"loopback with the key, no space", loop, "Bearer" + key, 401},
 		{"unix without key", unix, "", 200},
 		{"unix with any key", unix, "Bearer whatever", 200},
 	}
@@ -785,5 +791,65 @@ func TestMetrics(t *testing.T) {
 	}
 	if got := logs.String()[before:]; got != "" {
 		t.Errorf("scrapes logged at info level:\n%s", got)
+	}
+}
+
+// TestWaitAnswer: a PIN tried too soon is a 429 with the wait in
+// Retry-After and in the body; the client's error says how long.
+func TestWaitAnswer(t *testing.T) {
+	f := newFake("S1")
+	unix := serveUnix(t, t.TempDir(), f, HandlerOptions{})
+	f.setErr("SignIn", &WaitError{Delay: 1500 * time.Millisecond, Message: "too many wrong PINs: wait 2 s"})
+	_, err := newClient(t, unix.addr, "").SignIn(t.Context(), SignInRequest{PIN: "0000"})
+	var ae *APIError
+	if !errors.Is(err, ErrWait) || !errors.As(err, &ae) || ae.RetryAfter != 2*time.Second || ae.Status != 429 {
+		t.Fatalf("SignIn() too soon = %#v, want ErrWait with RetryAfter 2s", err)
+	}
+	resp, body := raw(t, unix, "POST", "/v1/sign-in", "application/json", `{"pin":"0000"}`)
+	var e Error
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" || json.Unmarshal([]byte(body), &e) != nil ||
+		e.Error.Code != CodeWait || e.Error.RetryAfter != 2 {
+		t.Fatalf("POST /v1/sign-in too soon = %d, Retry-After %q, %s; want 429, 2, code wait", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
+
+// TestPeer names the callers of a unix socket by their user, and of
+// loopback by their address.
+func TestPeer(t *testing.T) {
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, want := PeerOf(ConnContext(t.Context(), s)), "uid "+strconv.Itoa(os.Getuid()); got != want {
+		t.Errorf("PeerOf(unix connection) = %q, want %q", got, want)
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	tc, err := net.Dial("tcp", tl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	ts, err := tl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	if got := PeerOf(ConnContext(t.Context(), ts)); got != "tcp 127.0.0.1" {
+		t.Errorf("PeerOf(loopback connection) = %q, want tcp 127.0.0.1", got)
 	}
 }

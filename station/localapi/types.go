@@ -192,15 +192,31 @@ type LoadRequest struct {
 }
 
 // SignInRequest is the body of POST /v1/sign-in: the operator's PIN typed
-// on the screen, or a badge scanned.
+// on the screen, or a badge scanned. Operator, when given, names who
+// signs in: the PIN or badge is then checked against that operator only,
+// and wrong ones count against that operator as well as against the
+// client (see docs/local-api.md, "Wrong PINs").
 type SignInRequest struct {
-	PIN   string `json:"pin,omitempty"`
-	Badge string `json:"badge,omitempty"`
+	Operator string `json:"operator,omitempty"`
+	PIN      string `json:"pin,omitempty"`
+	Badge    string `json:"badge,omitempty"`
+}
+
+// Credential is a supervisor's own PIN or badge, carried by the request of
+// every supervisor action: who is signed in at the station does not
+// authorize one. Operator optionally names the supervisor, as in
+// SignInRequest.
+type Credential = SignInRequest
+
+// StopRequest is the body of POST /v1/stop.
+type StopRequest struct {
+	Supervisor Credential `json:"supervisor"`
 }
 
 // OverrideRequest is the body of POST /v1/slots/{slot}/override.
 type OverrideRequest struct {
-	Reason string `json:"reason"`
+	Reason     string     `json:"reason"`
+	Supervisor Credential `json:"supervisor"`
 }
 
 // DeviceQuery selects devices for the QA view and exports (query
@@ -252,6 +268,9 @@ type Error struct {
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// RetryAfter, with code "wait", is how many seconds to wait before
+	// the next try (also in the Retry-After header).
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // Error codes, with their HTTP statuses.
@@ -265,6 +284,8 @@ const (
 	CodeUnavailable   = "unavailable"    // 503: the DMS cannot be reached (loading a work order)
 	CodeInternal      = "internal"       // 500
 	CodeWrongPIN      = "wrong_pin"      // 403: unknown PIN or badge
+	CodeWait          = "wait"           // 429: too many wrong PINs from this client or for this operator: wait retry_after seconds
+	CodeLockedOut     = "locked_out"     // 403: too many wrong PINs: locked until a supervisor signs in here
 	CodeWorkOrder     = "work_order"     // 422: the work order cannot run (invalid, token missing, archived)
 	CodeNoWorkOrder   = "no_work_order"  // 409: start without a loaded work order
 	CodeNothingToDo   = "nothing_to_do"  // 409: retry a slot that has not failed
@@ -278,6 +299,8 @@ var (
 	ErrSignIn       = errors.New("no operator is signed in")
 	ErrSupervisor   = errors.New("a supervisor must sign in for this")
 	ErrWrongPIN     = errors.New("unknown PIN or badge")
+	ErrWait         = errors.New("too many wrong PINs: wait before the next try")
+	ErrLockedOut    = errors.New("too many wrong PINs: locked until a supervisor clears it")
 	ErrNotFound     = errors.New("not found")
 	ErrState        = errors.New("not possible now")
 	ErrNoWorkOrder  = errors.New("no work order is loaded")
@@ -288,9 +311,32 @@ var (
 	ErrUnauthorized = errors.New("the local API key is missing or wrong")
 )
 
+// WaitError is ErrWait with the time to wait: the answer to a PIN or
+// badge tried too soon after too many wrong ones.
+type WaitError struct {
+	// Delay is how long to wait before the next try.
+	Delay time.Duration
+	// Message says so in the operator's words.
+	Message string
+}
+
+func (e *WaitError) Error() string { return e.Message }
+
+// Unwrap makes a WaitError match ErrWait.
+func (e *WaitError) Unwrap() error { return ErrWait }
+
+// RetryAfter returns Delay in whole seconds, rounded up: the Retry-After
+// of the answer.
+func (e *WaitError) RetryAfter() int {
+	return int((e.Delay + time.Second - 1) / time.Second)
+}
+
 // Controller is what the daemon does for the API. Every method is safe for
 // concurrent use. Commands that change the run need an operator signed in
-// (ErrSignIn); Stop and Override need a supervisor (ErrSupervisor).
+// (ErrSignIn); Stop and Override need a supervisor's own credential in the
+// request (ErrSupervisor), whoever is signed in. Wrong PINs and badges are
+// limited per client (PeerOf) and per named operator: ErrWait, then
+// ErrLockedOut.
 type Controller interface {
 	// State returns the whole state now.
 	State(ctx context.Context) State
@@ -302,15 +348,18 @@ type Controller interface {
 	Load(ctx context.Context, ref string) error
 	Start(ctx context.Context) error
 	Pause(ctx context.Context) error
-	Stop(ctx context.Context) error
+	// Stop stops the devices at work and unloads the work order; sup is
+	// the supervisor's own PIN or badge.
+	Stop(ctx context.Context, sup Credential) error
 	// Retry runs a failed slot's device again; it resumes from its last
 	// passed step.
 	Retry(ctx context.Context, slot string) error
 	// Skip leaves a slot alone until its device is unplugged.
 	Skip(ctx context.Context, slot string) error
 	// Override marks a failed device as accepted by a supervisor, with a
-	// reason recorded in the journal.
-	Override(ctx context.Context, slot, reason string) error
+	// reason recorded in the journal; sup is the supervisor's own PIN or
+	// badge.
+	Override(ctx context.Context, slot, reason string, sup Credential) error
 	// Reprint prints the label of the slot's last device again, from the
 	// journal.
 	Reprint(ctx context.Context, slot string) error

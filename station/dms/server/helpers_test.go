@@ -72,7 +72,8 @@ type response struct {
 type raw []byte
 
 // do makes a call with key (none if empty). body is nil, raw bytes, or a
-// value sent as JSON.
+// value sent as JSON; a body goes as application/json unless header says
+// otherwise.
 func (e *testEnv) do(method, path, key string, body any, header ...string) response {
 	e.t.Helper()
 	var r io.Reader
@@ -93,6 +94,9 @@ func (e *testEnv) do(method, path, key string, body any, header ...string) respo
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])

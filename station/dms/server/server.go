@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/jobs/dupkey"
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/dms/dmsapi"
 )
@@ -302,8 +304,11 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	return dms.CheckJSONText(body)
 }
 
-// readBody reads a JSON body of at most limit bytes into v, refusing
-// unknown fields and trailing data, and returns it as sent.
+// readBody reads a JSON body of at most limit bytes into v and returns it
+// as sent. It refuses a body that is not of type application/json (415:
+// a browser's form or text/plain post is no API call), unknown fields, a
+// key given twice in one object (encoding/json would keep the last one
+// silently) and trailing data.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, v any) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -313,6 +318,13 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, v any) ([]byt
 		}
 		return nil, apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "the body was cut short: send it again")
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, bodyError(io.EOF)
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, apiError(http.StatusUnsupportedMediaType, dmsapi.CodeInvalid,
+			"the body is of type %q: send JSON with Content-Type: application/json", r.Header.Get("Content-Type"))
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -320,6 +332,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, v any) ([]byt
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "the body holds more than one JSON value: send one object")
+	}
+	var de *dupkey.Error
+	if err := dupkey.Check(body); errors.As(err, &de) {
+		return nil, apiError(http.StatusBadRequest, dmsapi.CodeInvalid, "field %q is given twice in the body: send each field once", de.Path)
 	}
 	return body, nil
 }

@@ -620,3 +620,39 @@ func TestBodyLimit(t *testing.T) {
 	var answer json.RawMessage
 	e.want(200, "GET", "/healthz", "", nil, &answer)
 }
+
+// TestBodyType: a JSON call's body must say it is JSON, whatever it holds
+// (a browser's form or text/plain post is no API call), and must give
+// each field once.
+func TestBodyType(t *testing.T) {
+	e := newEnv(t)
+	body := raw(`{"id":"ACME","name":"Acme Heating"}`)
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "", "application/jsonx", "application/json; charset=utf-8"} {
+		t.Run(ct, func(t *testing.T) {
+			resp := e.do("POST", "/v1/customers", e.admin, body, "Content-Type", ct)
+			want := 415
+			if ct == "application/json; charset=utf-8" {
+				want = 201
+			}
+			if resp.status != want {
+				t.Fatalf("POST /v1/customers as %q = %d %s, want %d", ct, resp.status, resp.body, want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		path string
+		body string
+		dup  string
+	}{
+		{"/v1/customers", `{"id":"DUP","name":"first","name":"second"}`, "name"},
+		{"/v1/keys", `{"role":"support","role":"admin","product":"THERMO"}`, "role"},
+	} {
+		msg := e.wantError(400, dmsapi.CodeInvalid, "POST", tc.path, e.admin, raw(tc.body))
+		if !strings.Contains(msg, `"`+tc.dup+`" is given twice`) {
+			t.Errorf("POST %s %s: message %q, want it to name %s", tc.path, tc.body, msg, tc.dup)
+		}
+	}
+	// A customer posted twice by mistake (no duplicate inside) is still
+	// refused for what it is, not for its keys.
+	e.wantError(409, dmsapi.CodeExists, "POST", "/v1/customers", e.admin, raw(`{"id":"ACME","name":"Acme Heating"}`))
+}
