@@ -3,7 +3,6 @@ package dms
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -198,35 +197,20 @@ func (s *Service) KeyPage(ctx context.Context, p Page) ([]Key, Cursor, error) {
 	size := p.size(DefaultPageSize, MaxPageSize)
 	var keys []Key
 	err := s.Store.view(ctx, func(t *tx) error {
-		var args []any
-		cond, err := keyset([]string{"created", "id"}, p.After, &args)
-		if err != nil {
-			return err
-		}
-		q := "SELECT id, role, product, station, name, created, revoked FROM api_keys"
-		if cond != "" {
-			q += " WHERE " + cond
-		}
-		args = append(args, size+1)
-		rows, err := t.query(ctx, q+fmt.Sprintf(" ORDER BY created, id LIMIT $%d", len(args)), args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var k Key
-			var role, created string
-			var product, station, revoked sql.NullString
-			if err := rows.Scan(&k.ID, &role, &product, &station, &k.Name, &created, &revoked); err != nil {
-				return err
-			}
-			k.Role, k.Product, k.Station, k.Revoked = Role(role), product.String, station.String, revoked.Valid
-			if k.Created, err = parseTime(created); err != nil {
-				return err
-			}
-			keys = append(keys, k)
-		}
-		return rows.Err()
+		var err error
+		keys, err = selectPage(ctx, t, "SELECT id, role, product, station, name, created, revoked FROM api_keys", nil, nil,
+			[]string{"created", "id"}, p.After, size, func(rows *sql.Rows) (Key, error) {
+				var k Key
+				var role, created string
+				var product, station, revoked sql.NullString
+				if err := rows.Scan(&k.ID, &role, &product, &station, &k.Name, &created, &revoked); err != nil {
+					return k, err
+				}
+				k.Role, k.Product, k.Station, k.Revoked = Role(role), product.String, station.String, revoked.Valid
+				k.Created, err = parseTime(created)
+				return k, err
+			})
+		return err
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list keys: %w", err)
@@ -242,37 +226,15 @@ func (s *Service) ProductPage(ctx context.Context, only string, p Page) ([]Produ
 	size := p.size(DefaultPageSize, MaxPageSize)
 	var out []ProductInfo
 	err := s.Store.view(ctx, func(t *tx) error {
-		var args []any
 		var where []string
-		cond, err := keyset([]string{"code"}, p.After, &args)
-		if err != nil {
-			return err
-		}
-		if cond != "" {
-			where = append(where, cond)
-		}
+		var args []any
 		if only != "" {
-			args = append(args, only)
-			where = append(where, fmt.Sprintf("code = $%d", len(args)))
+			where, args = []string{"code = $1"}, []any{only}
 		}
-		q := "SELECT " + productColumns + " FROM products"
-		if len(where) > 0 {
-			q += " WHERE " + strings.Join(where, " AND ")
-		}
-		args = append(args, size+1)
-		rows, err := t.query(ctx, q+fmt.Sprintf(" ORDER BY code LIMIT $%d", len(args)), args...)
+		var err error
+		out, err = selectPage(ctx, t, "SELECT "+productColumns+" FROM products", where, args,
+			[]string{"code"}, p.After, size, func(rows *sql.Rows) (ProductInfo, error) { return scanProduct(rows) })
 		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			p, err := scanProduct(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, p)
-		}
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for i := range out {
@@ -299,29 +261,14 @@ func (s *Service) BundlePage(ctx context.Context, product string, p Page) ([]job
 		if _, err := productOrFail(ctx, t, product); err != nil {
 			return err
 		}
-		args := []any{product}
-		q := "SELECT version, created FROM bundles WHERE product = $1"
-		cond, err := keyset([]string{"created", "version"}, p.After, &args)
+		var err error
+		keys, err = selectPage(ctx, t, "SELECT version, created FROM bundles", []string{"product = $1"}, []any{product},
+			[]string{"created", "version"}, p.After, size, func(rows *sql.Rows) (Cursor, error) {
+				var version, created string
+				err := rows.Scan(&version, &created)
+				return Cursor{created, version}, err
+			})
 		if err != nil {
-			return err
-		}
-		if cond != "" {
-			q += " AND " + cond
-		}
-		args = append(args, size+1)
-		rows, err := t.query(ctx, q+fmt.Sprintf(" ORDER BY created, version LIMIT $%d", len(args)), args...)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var version, created string
-			if err := rows.Scan(&version, &created); err != nil {
-				rows.Close()
-				return err
-			}
-			keys = append(keys, Cursor{created, version})
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
 		for _, k := range keys {
@@ -351,29 +298,13 @@ func (s *Service) TokenPage(ctx context.Context, product string, p Page) ([]Toke
 		if _, err := productOrFail(ctx, t, product); err != nil {
 			return err
 		}
-		args := []any{product}
-		q := "SELECT " + tokenColumns + " FROM tokens WHERE product = $1"
-		cond, err := keyset([]string{"created", "id"}, p.After, &args)
-		if err != nil {
-			return err
-		}
-		if cond != "" {
-			q += " AND " + cond
-		}
-		args = append(args, size+1)
-		rows, err := t.query(ctx, q+fmt.Sprintf(" ORDER BY created, id LIMIT $%d", len(args)), args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanToken(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, r.TokenInfo)
-		}
-		return rows.Err()
+		var err error
+		out, err = selectPage(ctx, t, "SELECT "+tokenColumns+" FROM tokens", []string{"product = $1"}, []any{product},
+			[]string{"created", "id"}, p.After, size, func(rows *sql.Rows) (TokenInfo, error) {
+				r, err := scanToken(rows)
+				return r.TokenInfo, err
+			})
+		return err
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list activation tokens of %s: %w", product, err)
@@ -391,33 +322,47 @@ func (s *Service) DevicePage(ctx context.Context, product string, p Page) ([]Dev
 		if _, err := productOrFail(ctx, t, product); err != nil {
 			return err
 		}
-		args := []any{product}
-		q := "SELECT " + deviceColumns + " FROM devices WHERE product = $1"
-		cond, err := keyset([]string{"serial", "hardware_id"}, p.After, &args)
-		if err != nil {
-			return err
-		}
-		if cond != "" {
-			q += " AND " + cond
-		}
-		args = append(args, size+1)
-		rows, err := t.query(ctx, q+fmt.Sprintf(" ORDER BY serial, hardware_id LIMIT $%d", len(args)), args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			d, err := scanDevice(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, d)
-		}
-		return rows.Err()
+		var err error
+		out, err = selectPage(ctx, t, "SELECT "+deviceColumns+" FROM devices", []string{"product = $1"}, []any{product},
+			[]string{"serial", "hardware_id"}, p.After, size, func(rows *sql.Rows) (Device, error) { return scanDevice(rows) })
+		return err
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list devices of %s: %w", product, err)
 	}
 	out, next := cut(out, size, func(d Device) Cursor { return Cursor{d.Serial, string(d.HardwareID)} })
 	return out, next, nil
+}
+
+// selectPage runs q (a SELECT without WHERE) with the conditions where
+// (placeholders numbered from $1, args their values) and the keyset
+// condition after the cursor on order, ordered by order, and scans at
+// most size+1 rows: one past the page tells that another follows. The
+// rows are closed when it returns, so the transaction can query again.
+func selectPage[T any](ctx context.Context, t *tx, q string, where []string, args []any, order []string, after Cursor, size int, scan func(*sql.Rows) (T, error)) ([]T, error) {
+	cond, err := keyset(order, after, &args)
+	if err != nil {
+		return nil, err
+	}
+	if cond != "" {
+		where = append(where, cond)
+	}
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, size+1)
+	rows, err := t.query(ctx, q+fmt.Sprintf(" ORDER BY %s LIMIT $%d", strings.Join(order, ", "), len(args)), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
