@@ -199,21 +199,11 @@ func (s *Service) UnassignStation(ctx context.Context, id, station string) error
 func (s *Service) StationProducts(ctx context.Context, station string) ([]string, error) {
 	var out []string
 	err := s.Store.view(ctx, func(t *tx) error {
-		rows, err := t.query(ctx, `SELECT DISTINCT w.product FROM work_orders w
+		var err error
+		out, err = t.strings(ctx, `SELECT DISTINCT w.product FROM work_orders w
 			JOIN work_order_stations s ON s.work_order = w.id
 			WHERE s.station = $1 AND s.removed IS NULL ORDER BY w.product`, station)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var p string
-			if err := rows.Scan(&p); err != nil {
-				return err
-			}
-			out = append(out, p)
-		}
-		return rows.Err()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the products of station %s: %w", station, err)
@@ -227,19 +217,9 @@ func (s *Service) StationProducts(ctx context.Context, station string) ([]string
 func (s *Service) ArtifactProducts(ctx context.Context, sum string) ([]string, error) {
 	var out []string
 	err := s.Store.view(ctx, func(t *tx) error {
-		rows, err := t.query(ctx, "SELECT DISTINCT product FROM artifacts WHERE sha256 = $1 ORDER BY product", sum)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var p string
-			if err := rows.Scan(&p); err != nil {
-				return err
-			}
-			out = append(out, p)
-		}
-		return rows.Err()
+		var err error
+		out, err = t.strings(ctx, "SELECT DISTINCT product FROM artifacts WHERE sha256 = $1 ORDER BY product", sum)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the products of artifact %s: %w", sum, err)
@@ -293,4 +273,22 @@ func (t *tx) assignStation(ctx context.Context, id, station, now, how string) er
 		ON CONFLICT (work_order, station) DO UPDATE SET removed = NULL, assigned = $3, how = $4
 		WHERE work_order_stations.removed IS NOT NULL`, id, station, now, how)
 	return err
+}
+
+// strings runs q, a query of one text column, and returns its rows.
+func (t *tx) strings(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := t.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
