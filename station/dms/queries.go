@@ -180,20 +180,7 @@ func (t *tx) bundle(ctx context.Context, product, version string) (jobs.Bundle, 
 
 // bundleVersions lists a product's bundle versions, oldest first.
 func (t *tx) bundleVersions(ctx context.Context, product string) ([]string, error) {
-	rows, err := t.query(ctx, "SELECT version FROM bundles WHERE product = $1 ORDER BY created, version", product)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return t.strings(ctx, "SELECT version FROM bundles WHERE product = $1 ORDER BY created, version", product)
 }
 
 func (t *tx) bundleExists(ctx context.Context, product, version string) (bool, error) {
