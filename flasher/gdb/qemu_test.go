@@ -34,9 +34,6 @@ func needTools(t testing.TB, tools ...string) {
 			if os.Getenv("CI") != "" {
 				t.Fatalf("%s is missing: scripts/lib.sh TEST_PACKAGES installs it", tool)
 			}
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed: scripts/test installs it (apt-get install %s)", tool, tool)
-			}
 			t.Skipf("%s is not installed: scripts/test installs it (apt-get install %s)", tool, tool)
 		}
 	}
