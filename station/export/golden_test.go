@@ -221,39 +221,51 @@ func readExport(t *testing.T, dir string) map[string][]byte {
 }
 
 // TestGolden checks that an export of the golden journal is, byte for
-// byte, the one in testdata/export (go test -update rewrites it).
+// byte, the one in testdata/export (go test -update rewrites it), read
+// from the journal in one page and one, two, three devices at a time.
+// The golden files were written by the export that read its whole
+// selection in one query.
 func TestGolden(t *testing.T) {
 	j, traces := goldenJournal(t)
 	for name, f := range goldenFilters() {
-		t.Run(name, func(t *testing.T) {
-			f.Traces = traces
-			dir := filepath.Join(t.TempDir(), "out")
-			if _, err := Write(context.Background(), j, f, dir, goldenKey()); err != nil {
-				t.Fatal(err)
-			}
-			if err := Verify(dir, goldenKey().Public().(ed25519.PublicKey)); err != nil {
-				t.Fatal(err)
-			}
-			got := readExport(t, dir)
-			golden := filepath.Join("testdata", "export", name)
-			if *update {
-				if err := os.RemoveAll(golden); err != nil {
-					t.Fatal(err)
-				}
-				for rel, data := range got {
-					p := filepath.Join(golden, filepath.FromSlash(rel))
-					if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(p, data, 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-				return
-			}
-			compareExport(t, got, readExport(t, golden))
-		})
+		for _, page := range []int{pageSize, 1, 2, 3} {
+			t.Run(fmt.Sprintf("%s/page=%d", name, page), func(t *testing.T) {
+				testGolden(t, j, name, f, traces, page)
+			})
+		}
 	}
+}
+
+// testGolden exports the golden journal with f, page devices at a time,
+// and compares the export with testdata/export/NAME.
+func testGolden(t *testing.T, j *journal.Journal, name string, f Filter, traces string, page int) {
+	t.Helper()
+	f.Traces = traces
+	dir := filepath.Join(t.TempDir(), "out")
+	if _, err := write(context.Background(), j, f, dir, goldenKey(), page); err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(dir, goldenKey().Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	got := readExport(t, dir)
+	golden := filepath.Join("testdata", "export", name)
+	if *update && page == pageSize {
+		if err := os.RemoveAll(golden); err != nil {
+			t.Fatal(err)
+		}
+		for rel, data := range got {
+			p := filepath.Join(golden, filepath.FromSlash(rel))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return
+	}
+	compareExport(t, got, readExport(t, golden))
 }
 
 // compareExport reports every file that differs between two exports.

@@ -52,6 +52,9 @@ func Check(dir string, pub ed25519.PublicKey) (Report, error) {
 		return Report{}, fmt.Errorf("verify export: %s is not a folder: name the export folder", dir)
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fail(ManifestFile, "missing: this is not an export folder, or its export did not finish (the manifest is written last)")
+	}
 	if err != nil {
 		return fail(ManifestFile, "cannot read it (%v): is this an export folder?", err)
 	}
