@@ -25,7 +25,10 @@ events.jsonl (every event of the exported devices), transcripts/DEVICE.txt
 (a readable log per device) and manifest.json, which lists every file with
 its SHA-256 and size, signed with the station's ed25519 key in manifest.sig.
 Secrets never leave the station: fields named token, secret or key are
-written as [redacted].
+written as [redacted]. The journal is read a few hundred devices at a
+time, so an export of any size needs little memory; events journaled while
+it runs are left out. manifest.json is written last: a folder without it
+holds no finished export, and an export that fails removes what it wrote.
 
 The signing key lives in --key (default: station-export.key next to the
 journal; created on first use, mode 0600). The summary prints its public key:

@@ -10,21 +10,17 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/journal"
 )
 
@@ -88,6 +84,12 @@ type Manifest struct {
 	Files     []File `json:"files"`
 }
 
+// pageSize is how many device histories an export reads from the
+// journal at a time. An export holds one page in memory, and besides it
+// one small record per transcript file (its name, running SHA-256 and
+// size: what the manifest lists of it).
+const pageSize = 500
+
 // device is one selected device of one work order with its events.
 type device struct {
 	key    [2]string // work order, hardware id
@@ -97,58 +99,74 @@ type device struct {
 
 // Write exports the devices f selects from j into dir, which must not
 // exist or be empty, signs the manifest with key and returns it.
+//
+// Write reads the journal a page of devices at a time and writes every
+// file as it goes, so its memory does not grow with the journal; events
+// journaled while it runs are left out. manifest.json appears last, after
+// every other file is on disk: a folder without one holds no finished
+// export. When Write fails it removes what it wrote, and dir if it
+// created it, and its error says so.
 func Write(ctx context.Context, j *journal.Journal, f Filter, dir string, key ed25519.PrivateKey) (Manifest, error) {
+	return write(ctx, j, f, dir, key, pageSize)
+}
+
+// write is Write reading page device histories at a time.
+func write(ctx context.Context, j *journal.Journal, f Filter, dir string, key ed25519.PrivateKey, page int) (_ Manifest, err error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return Manifest{}, errors.New("export: no valid signing key given (see LoadOrCreateKey)")
 	}
-	if err := prepareDir(dir); err != nil {
-		return Manifest{}, err
+	if page < 1 {
+		return Manifest{}, fmt.Errorf("export: page size %d, want at least 1", page)
 	}
-	devs, err := selectDevices(ctx, j, f)
+	created, err := prepareDir(dir)
 	if err != nil {
 		return Manifest{}, err
 	}
+	x := newExporter(dir, f.Traces)
+	defer func() {
+		if err != nil {
+			err = x.abandon(err, created)
+		}
+	}()
 	m := Manifest{
 		Version: FormatVersion, Created: time.Now().UTC().Truncate(time.Second), Station: j.StationID(),
-		Filter: f, PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Devices: len(devs),
+		Filter: f, PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)),
 	}
-	add := func(rel string, data []byte) error {
-		p := filepath.Join(dir, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-			return fmt.Errorf("export: create folder for %s: %w", rel, err)
-		}
-		if err := writeFile(p, data); err != nil {
-			return fmt.Errorf("export: write %s: %w", rel, err)
-		}
-		sum := sha256.Sum256(data)
-		m.Files = append(m.Files, File{Path: rel, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))})
-		return nil
-	}
-	csvData, err := devicesCSV(devs)
+	// The journal as it is now: what is appended while the export runs
+	// is left out, as one query would have left it out.
+	through, err := j.LastSeq(ctx)
 	if err != nil {
+		return Manifest{}, fmt.Errorf("export: %w", err)
+	}
+	if err := x.start(); err != nil {
 		return Manifest{}, err
 	}
-	if err := add(DevicesFile, csvData); err != nil {
-		return Manifest{}, err
-	}
-	var events bytes.Buffer
-	enc := json.NewEncoder(&events)
-	enc.SetEscapeHTML(false)
-	for _, d := range devs {
-		for _, e := range d.events {
-			if err := enc.Encode(e); err != nil {
-				return Manifest{}, fmt.Errorf("export: encode event %d: %w", e.Seq, err)
+	p := journal.HistoryPage{WorkOrder: f.WorkOrder, Device: f.Device, Through: through, Limit: page}
+	for more := through > 0; more; {
+		hs, err := j.Histories(ctx, p)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("export: %w", err)
+		}
+		for _, h := range hs {
+			if err := context.Cause(ctx); err != nil {
+				return Manifest{}, fmt.Errorf("export: %w", err)
 			}
-			m.Events++
+			d, ok := selectDevice(h, f)
+			if !ok {
+				continue
+			}
+			if err := x.device(d); err != nil {
+				return Manifest{}, err
+			}
+			m.Devices++
+			m.Events += len(d.events)
+		}
+		if more = len(hs) == page; more {
+			p.After = hs[len(hs)-1].Events[0].Seq
 		}
 	}
-	if err := add(EventsFile, events.Bytes()); err != nil {
+	if m.Files, err = x.finish(); err != nil {
 		return Manifest{}, err
-	}
-	for _, t := range transcripts(devs, f.Traces) {
-		if err := add(TranscriptsDir+"/"+t.name, t.text); err != nil {
-			return Manifest{}, err
-		}
 	}
 	slices.SortFunc(m.Files, func(a, b File) int { return cmp.Compare(a.Path, b.Path) })
 	raw, err := json.MarshalIndent(m, "", "  ")
@@ -156,37 +174,53 @@ func Write(ctx context.Context, j *journal.Journal, f Filter, dir string, key ed
 		return Manifest{}, fmt.Errorf("export: encode manifest: %w", err)
 	}
 	raw = append(raw, '\n')
-	if err := writeFile(filepath.Join(dir, ManifestFile), raw); err != nil {
-		return Manifest{}, fmt.Errorf("export: write %s: %w", ManifestFile, err)
-	}
-	sig := hex.EncodeToString(ed25519.Sign(key, raw)) + "\n"
-	if err := writeFile(filepath.Join(dir, SignatureFile), []byte(sig)); err != nil {
-		return Manifest{}, fmt.Errorf("export: write %s: %w", SignatureFile, err)
+	if err := x.sign(raw, key); err != nil {
+		return Manifest{}, err
 	}
 	return m, nil
 }
 
 // prepareDir creates dir, or checks that it is empty: an export is never
-// written over another.
-func prepareDir(dir string) error {
+// written over another, nor into the remains of one that did not finish.
+// It reports whether it created dir.
+func prepareDir(dir string) (created bool, err error) {
 	if dir == "" {
-		return errors.New("export: no output folder given")
+		return false, errors.New("export: no output folder given")
 	}
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("export: create output folder: %w", err)
+			return false, fmt.Errorf("export: create output folder: %w", err)
 		}
-		return nil
+		return true, nil
 	case err != nil:
-		return fmt.Errorf("export: read output folder: %w", err)
+		return false, fmt.Errorf("export: read output folder: %w", err)
+	case unfinished(entries):
+		return false, fmt.Errorf("export: output folder %s holds an export that did not finish (it has no %s): delete the folder, or choose a new one", dir, ManifestFile)
 	case len(entries) > 0:
-		return fmt.Errorf("export: output folder %s is not empty: choose a new folder (an export is never written over another)", dir)
+		return false, fmt.Errorf("export: output folder %s is not empty: choose a new folder (an export is never written over another)", dir)
 	}
-	return nil
+	return false, nil
 }
 
+// unfinished reports whether a folder's entries are those of an export
+// that stopped before its manifest was written (killed, or the machine
+// lost power, before it could remove them).
+func unfinished(entries []os.DirEntry) bool {
+	ours := false
+	for _, e := range entries {
+		switch e.Name() {
+		case ManifestFile:
+			return false
+		case DevicesFile, EventsFile, SignatureFile, manifestTemp:
+			ours = true
+		}
+	}
+	return ours
+}
+
+// writeFile creates path, which must not exist, with data, and syncs it.
 func writeFile(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -201,48 +235,29 @@ func writeFile(path string, data []byte) error {
 	return f.Close()
 }
 
-// selectDevices reads the events of f's work order and device, groups
-// them by work order and device, and keeps the devices f selects.
-func selectDevices(ctx context.Context, j *journal.Journal, f Filter) ([]device, error) {
-	events, err := j.Events(ctx, journal.Filter{WorkOrder: f.WorkOrder, Device: f.Device})
-	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+// selectDevice scrubs a device history's events and reports whether f
+// selects the device.
+func selectDevice(h journal.History, f Filter) (device, bool) {
+	d := device{key: [2]string{h.WorkOrder, h.Device}, events: h.Events}
+	for i, e := range d.events {
+		d.events[i] = scrub(e)
 	}
-	index := map[[2]string]int{}
-	var devs []device
-	for _, e := range events {
-		if e.Device == "" {
-			continue
-		}
-		k := [2]string{e.WorkOrder, e.Device}
-		i, ok := index[k]
-		if !ok {
-			i = len(devs)
-			index[k] = i
-			devs = append(devs, device{key: k})
-		}
-		devs[i].events = append(devs[i].events, scrub(e))
+	d.state = journal.Fold(d.events)
+	if d.state.Events == 0 {
+		return device{}, false // no step event: not a device of the pipeline
 	}
-	out := devs[:0]
-	for _, d := range devs {
-		d.state = journal.Fold(d.events)
-		if d.state.Events == 0 {
-			continue // no step event: not a device of the pipeline
-		}
-		if f.Result != "" && d.state.Result != f.Result {
-			continue
-		}
-		if !f.Since.IsZero() || !f.Until.IsZero() {
-			if !slices.ContainsFunc(d.events, func(e journal.Event) bool {
-				return e.Kind == journal.KindStep && (f.Since.IsZero() || !e.Time.Before(f.Since)) &&
-					(f.Until.IsZero() || e.Time.Before(f.Until))
-			}) {
-				continue
-			}
-		}
-		out = append(out, d)
+	if f.Result != "" && d.state.Result != f.Result {
+		return device{}, false
 	}
-	return out, nil
+	if !f.Since.IsZero() || !f.Until.IsZero() {
+		if !slices.ContainsFunc(d.events, func(e journal.Event) bool {
+			return e.Kind == journal.KindStep && (f.Since.IsZero() || !e.Time.Before(f.Since)) &&
+				(f.Until.IsZero() || e.Time.Before(f.Until))
+		}) {
+			return device{}, false
+		}
+	}
+	return d, true
 }
 
 // tokenPattern matches activation tokens and API keys that reached an
@@ -343,135 +358,96 @@ func CSVHeader() []string {
 	return append(h, "attempts", "first", "last", "last_error", "result")
 }
 
-// devicesCSV renders one row per device.
-func devicesCSV(devs []device) ([]byte, error) {
-	var buf bytes.Buffer
-	w := csv.NewWriter(&buf)
-	if err := w.Write(CSVHeader()); err != nil {
-		return nil, fmt.Errorf("export: write csv: %w", err)
-	}
-	for _, d := range devs {
-		var station, operator, version, sha string
-		dur := map[string]time.Duration{}
-		res := map[string]journal.Status{}
-		for _, e := range d.events {
-			if e.Station != "" {
-				station = e.Station
+// csvRow renders a device's row of devices.csv.
+func csvRow(d device) []string {
+	var station, operator, version, sha string
+	dur := map[string]time.Duration{}
+	res := map[string]journal.Status{}
+	for _, e := range d.events {
+		if e.Station != "" {
+			station = e.Station
+		}
+		if e.Operator != "" {
+			operator = e.Operator
+		}
+		if e.Kind != journal.KindStep {
+			continue
+		}
+		if e.Step == "flash" || e.Step == "verify" || e.Step == "identify" {
+			if v := dataField(e.Data, "firmware_version", "version", "bundle_version"); v != "" {
+				version = v
 			}
-			if e.Operator != "" {
-				operator = e.Operator
-			}
-			if e.Kind != journal.KindStep {
-				continue
-			}
-			if e.Step == "flash" || e.Step == "verify" || e.Step == "identify" {
-				if v := dataField(e.Data, "firmware_version", "version", "bundle_version"); v != "" {
-					version = v
-				}
-				if v := dataField(e.Data, "image_sha256", "sha256"); v != "" {
-					sha = v
-				}
-			}
-			res[e.Step] = e.Status
-			if e.Status == journal.StatusPassed || e.Status == journal.StatusFailed {
-				dur[e.Step] = e.Duration
+			if v := dataField(e.Data, "image_sha256", "sha256"); v != "" {
+				sha = v
 			}
 		}
-		attempts := 0
-		for _, n := range d.state.Attempts {
-			attempts += n
-		}
-		row := []string{d.key[0], d.key[1], d.state.Serial, d.state.Slot, station, operator, version, sha}
-		for _, s := range Steps {
-			if v, ok := dur[s]; ok {
-				row = append(row, strconv.FormatInt(v.Milliseconds(), 10))
-			} else {
-				row = append(row, "")
-			}
-		}
-		for _, s := range Steps {
-			row = append(row, string(res[s]))
-		}
-		row = append(row, strconv.Itoa(attempts), d.state.First.Format(time.RFC3339Nano),
-			d.state.Last.Format(time.RFC3339Nano), d.state.LastError, string(d.state.Result))
-		if err := w.Write(row); err != nil {
-			return nil, fmt.Errorf("export: write csv: %w", err)
+		res[e.Step] = e.Status
+		if e.Status == journal.StatusPassed || e.Status == journal.StatusFailed {
+			dur[e.Step] = e.Duration
 		}
 	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		return nil, fmt.Errorf("export: write csv: %w", err)
+	attempts := 0
+	for _, n := range d.state.Attempts {
+		attempts += n
 	}
-	return buf.Bytes(), nil
-}
-
-type transcript struct {
-	name string
-	text []byte
+	row := []string{d.key[0], d.key[1], d.state.Serial, d.state.Slot, station, operator, version, sha}
+	for _, s := range Steps {
+		if v, ok := dur[s]; ok {
+			row = append(row, strconv.FormatInt(v.Milliseconds(), 10))
+		} else {
+			row = append(row, "")
+		}
+	}
+	for _, s := range Steps {
+		row = append(row, string(res[s]))
+	}
+	return append(row, strconv.Itoa(attempts), d.state.First.Format(time.RFC3339Nano),
+		d.state.Last.Format(time.RFC3339Nano), d.state.LastError, string(d.state.Result))
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
-// transcripts renders one protocol log per device; a device seen in
-// several work orders gets one section per work order.
-func transcripts(devs []device, traces string) []transcript {
-	byDevice := map[string]int{}
-	var out []transcript
-	used := map[string]bool{}
-	for _, d := range devs {
-		i, ok := byDevice[d.key[1]]
-		if !ok {
-			base := unsafeName.ReplaceAllString(d.key[1], "_")
-			if base == "" || base[0] == '.' {
-				base = "_" + base
-			}
-			name := base + ".txt"
-			for n := 2; used[name]; n++ {
-				name = fmt.Sprintf("%s-%d.txt", base, n)
-			}
-			used[name] = true
-			i = len(out)
-			byDevice[d.key[1]] = i
-			out = append(out, transcript{name: name})
+// transcriptBase is the base of the name of a device's transcript file:
+// its hardware id with what is not safe in a file name replaced.
+func transcriptBase(hardwareID string) string {
+	base := unsafeName.ReplaceAllString(hardwareID, "_")
+	if base == "" || base[0] == '.' {
+		base = "_" + base
+	}
+	return base
+}
+
+// writeSection renders a device's section of its transcript: a heading
+// and one line per event. A device seen in several work orders gets one
+// section per work order, after a blank line when it is not the first.
+func writeSection(b *bytes.Buffer, d device, first bool) {
+	if !first {
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(b, "Device %s, work order %s: %s", d.key[1], d.key[0], d.state.Result)
+	if d.state.Serial != "" {
+		fmt.Fprintf(b, ", serial %s", d.state.Serial)
+	}
+	b.WriteString("\n")
+	operator := ""
+	for _, e := range d.events {
+		fmt.Fprintf(b, "%s  #%d  slot %-4s %-10s %-8s", e.Time.Format("2006-01-02 15:04:05.000Z07:00"), e.Seq,
+			orDash(e.Slot), orDash(e.Step), e.Status)
+		if e.Attempt > 0 {
+			fmt.Fprintf(b, "  attempt %d", e.Attempt)
 		}
-		var b bytes.Buffer
-		if len(out[i].text) > 0 {
-			b.WriteString("\n")
+		if e.Duration > 0 {
+			fmt.Fprintf(b, "  %s", e.Duration.Round(time.Millisecond))
 		}
-		fmt.Fprintf(&b, "Device %s, work order %s: %s", d.key[1], d.key[0], d.state.Result)
-		if d.state.Serial != "" {
-			fmt.Fprintf(&b, ", serial %s", d.state.Serial)
+		if e.Operator != "" && e.Operator != operator {
+			operator = e.Operator
+			fmt.Fprintf(b, "  operator %s", oneLine(e.Operator))
+		}
+		if e.Error != "" {
+			fmt.Fprintf(b, "  error: %s", oneLine(e.Error))
 		}
 		b.WriteString("\n")
-		operator := ""
-		for _, e := range d.events {
-			fmt.Fprintf(&b, "%s  #%d  slot %-4s %-10s %-8s", e.Time.Format("2006-01-02 15:04:05.000Z07:00"), e.Seq,
-				orDash(e.Slot), orDash(e.Step), e.Status)
-			if e.Attempt > 0 {
-				fmt.Fprintf(&b, "  attempt %d", e.Attempt)
-			}
-			if e.Duration > 0 {
-				fmt.Fprintf(&b, "  %s", e.Duration.Round(time.Millisecond))
-			}
-			if e.Operator != "" && e.Operator != operator {
-				operator = e.Operator
-				fmt.Fprintf(&b, "  operator %s", oneLine(e.Operator))
-			}
-			if e.Error != "" {
-				fmt.Fprintf(&b, "  error: %s", oneLine(e.Error))
-			}
-			b.WriteString("\n")
-		}
-		if traces != "" {
-			p := filepath.Join(traces, d.key[0], jobs.TraceFileName(d.key[1]))
-			if raw, err := os.ReadFile(p); err == nil {
-				b.WriteString("\nProtocol transcript (the bootloader's commands and answers):\n")
-				b.WriteString(tokenPattern.ReplaceAllString(string(raw), redactedValue))
-			}
-		}
-		out[i].text = append(out[i].text, b.Bytes()...)
 	}
-	return out
 }
 
 // oneLine keeps a transcript entry on one line.

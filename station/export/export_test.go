@@ -416,3 +416,48 @@ func TestTranscriptOneLinePerEvent(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteRefusesUnfinishedExport(t *testing.T) {
+	j := buildJournal(t, 1)
+	dir := t.TempDir()
+	// What a killed export leaves: files, no manifest.
+	for _, name := range []string{DevicesFile, EventsFile} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := Write(context.Background(), j, Filter{}, dir, testKey(t))
+	if err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Errorf("Write into an unfinished export = %v, want refused as unfinished", err)
+	}
+	err = Verify(dir, nil)
+	if !IsVerifyError(err) || !strings.Contains(err.Error(), ManifestFile+": missing") {
+		t.Errorf("Verify(unfinished export) = %v, want %s named missing", err, ManifestFile)
+	}
+}
+
+func TestWriteFailureRemovesExport(t *testing.T) {
+	j := buildJournal(t, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	t.Run("new folder", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "out")
+		_, err := write(ctx, j, Filter{}, dir, testKey(t), 3)
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "unfinished export was removed") {
+			t.Errorf("Write(cancelled) = %v, want context.Canceled, saying the export was removed", err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the folder Write created is still there (%v)", err)
+		}
+	})
+	t.Run("empty folder", func(t *testing.T) {
+		dir := t.TempDir()
+		if _, err := write(ctx, j, Filter{}, dir, testKey(t), 3); !errors.Is(err, context.Canceled) {
+			t.Errorf("Write(cancelled) = %v, want context.Canceled", err)
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil || len(entries) > 0 {
+			t.Errorf("the folder given holds %v (%v) after a failed export, want it kept empty", entries, err)
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -52,6 +53,9 @@ func Check(dir string, pub ed25519.PublicKey) (Report, error) {
 		return Report{}, fmt.Errorf("verify export: %s is not a folder: name the export folder", dir)
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fail(ManifestFile, "missing: this is not an export folder, or its export did not finish (the manifest is written last)")
+	}
 	if err != nil {
 		return fail(ManifestFile, "cannot read it (%v): is this an export folder?", err)
 	}
@@ -94,15 +98,14 @@ func Check(dir string, pub ed25519.PublicKey) (Report, error) {
 		if !fs.ValidPath(f.Path) {
 			return fail(f.Path, "the manifest lists a path outside the export")
 		}
-		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		size, sum, err := hashFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
 		if err != nil {
 			return fail(f.Path, "listed in the manifest but cannot be read (%v)", err)
 		}
-		if int64(len(data)) != f.Size {
-			return fail(f.Path, "size is %d bytes, the manifest says %d: the file was changed", len(data), f.Size)
+		if size != f.Size {
+			return fail(f.Path, "size is %d bytes, the manifest says %d: the file was changed", size, f.Size)
 		}
-		sum := sha256.Sum256(data)
-		if hex.EncodeToString(sum[:]) != f.SHA256 {
+		if sum != f.SHA256 {
 			return fail(f.Path, "SHA-256 differs from the manifest: the file was changed")
 		}
 	}
@@ -132,6 +135,22 @@ func Check(dir string, pub ed25519.PublicKey) (Report, error) {
 		return fail(extra, "not listed in the manifest: a file was added to the export")
 	}
 	return rep, nil
+}
+
+// hashFile returns a file's size and hex SHA-256, reading it a buffer at
+// a time: an export's files can be larger than memory.
+func hashFile(path string) (int64, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // IsVerifyError reports whether err says an export is not intact (as

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -130,4 +131,99 @@ func scanEvent(rows *sql.Rows) (Event, error) {
 		e.Data = json.RawMessage(data.String)
 	}
 	return e, nil
+}
+
+// LastSeq returns the journal's last sequence number, 0 if it holds no
+// event. Events are append-only, so reads bounded by it (HistoryPage's
+// Through) see the journal as it was when LastSeq returned.
+func (j *Journal) LastSeq(ctx context.Context) (int64, error) {
+	var n int64
+	if err := j.read.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) FROM events").Scan(&n); err != nil {
+		return 0, fmt.Errorf("read last seq: %w", err)
+	}
+	return n, nil
+}
+
+// History is the events of one device in one work order, in sequence
+// order.
+type History struct {
+	WorkOrder string
+	// Device is the hardware id; never empty.
+	Device string
+	Events []Event
+}
+
+// HistoryPage selects one page of histories for Histories.
+type HistoryPage struct {
+	// WorkOrder and Device, when not empty, select the histories of one
+	// work order and of one device.
+	WorkOrder string
+	Device    string
+	// After is the cursor: the page starts with the first history whose
+	// first event has a greater seq. 0 starts at the beginning; the next
+	// page starts after the first seq of the last history of this one.
+	After int64
+	// Through, when not 0, leaves out the events with a greater seq, as
+	// if they had not been journaled yet: the pages of one reader bounded
+	// by one LastSeq see one journal.
+	Through int64
+	// Limit is the most histories in the page, at least 1. A page holds
+	// every event of its histories.
+	Limit int
+}
+
+// Histories returns a page of the journal's device histories (events
+// with a hardware id, grouped by work order and device) in the order of
+// their first events. A page with fewer than p.Limit histories is the
+// last. Each page is one query: it finds the page's first events walking
+// the journal from the cursor (by the index on device when p.Device is
+// given, in seq order otherwise) and reads their histories by the index
+// on work order and device, so reading every page costs about one pass
+// over the journal, whatever the page size.
+func (j *Journal) Histories(ctx context.Context, p HistoryPage) ([]History, error) {
+	if p.Limit < 1 {
+		return nil, fmt.Errorf("read device histories: limit %d, want at least 1", p.Limit)
+	}
+	through := p.Through
+	if through == 0 {
+		through = math.MaxInt64
+	}
+	// first selects the events that open a history: no earlier event of
+	// the same work order and device. "+f.work_order" keeps SQLite from
+	// reading a work order's index from its start for every page.
+	where := []string{"f.device <> ''", "f.seq > ?", "f.seq <= ?"}
+	args := []any{p.After, through}
+	if p.WorkOrder != "" {
+		where = append(where, "+f.work_order = ?")
+		args = append(args, p.WorkOrder)
+	}
+	if p.Device != "" {
+		where = append(where, "f.device = ?")
+		args = append(args, p.Device)
+	}
+	q := `WITH first (wo, dev, seq) AS (
+		SELECT f.work_order, f.device, f.seq FROM events AS f
+		WHERE ` + strings.Join(where, " AND ") + `
+		AND NOT EXISTS (SELECT 1 FROM events AS b
+			WHERE b.work_order = f.work_order AND b.device = f.device AND b.seq < f.seq)
+		ORDER BY f.seq LIMIT ?)
+	SELECT e.` + strings.ReplaceAll(eventColumns, ", ", ", e.") + ` FROM first
+	JOIN events AS e ON e.work_order = first.wo AND e.device = first.dev AND e.seq <= ?
+	ORDER BY first.seq, e.seq`
+	args = append(args, p.Limit, through)
+	events, err := queryEvents(ctx, j.read, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read device histories after seq %d: %w", p.After, err)
+	}
+	var out []History
+	for start := 0; start < len(events); {
+		e := events[start]
+		end := start + 1
+		for end < len(events) && events[end].WorkOrder == e.WorkOrder && events[end].Device == e.Device {
+			end++
+		}
+		out = append(out, History{WorkOrder: e.WorkOrder, Device: e.Device, Events: events[start:end:end]})
+		start = end
+	}
+	return out, nil
 }
