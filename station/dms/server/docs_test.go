@@ -120,6 +120,8 @@ func TestAPIDocExamples(t *testing.T) {
 		{match: "$DMS/v1/complete", status: 204},
 		{match: `"step":"done","status":"passed"}]}' $DMS/v1/stations/line-1/events`, status: 200},
 		{match: `"error":"boot\u0000"}]}' $DMS/v1/stations/line-1/events`, status: 422, code: dmsapi.CodeInvalid, msg: `event seq 7: field "error" holds a NUL character`},
+		{match: `"work_order":"WO-2026-0099"`, status: 422, code: dmsapi.CodeInvalid,
+			msg: `event seq 8: field "work_order" names a work order that is not known to the DMS or is not assigned to station line-1`},
 		{match: `-d '{"id":"C1","name":"Acme\u0000"}' $DMS/v1/customers`, status: 422, code: dmsapi.CodeInvalid, msg: `field "name" holds a NUL character`},
 		{match: `"$DMS/v1/products/THERMO/devices?limit=1"`, status: 200},
 		{match: `"$DMS/v1/products/THERMO/devices?cursor=`, status: 200},

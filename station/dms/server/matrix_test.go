@@ -180,6 +180,9 @@ type authCall struct {
 	// ghost is a record the call names and an id of its kind that names
 	// nothing: a 404 must read the same for both.
 	ghost [2]string
+	// seq is the sequence number of the one event an events batch
+	// sends, which a refusal names.
+	seq int64
 }
 
 // text is the call's path and body, as sent.
@@ -452,6 +455,10 @@ func (w *authWorld) scopeCall(t *testing.T, call string, tg scopeTarget) authCal
 		return authCall{method: "POST", path: "/v1/lock", body: jobs.LockRequest{WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw}}
 	case "POST /v1/complete":
 		return authCall{method: "POST", path: "/v1/complete", body: jobs.CompleteRequest{WorkOrder: tg.workOrder, HardwareID: tg.hw, Serial: w.serial}}
+	case "POST /v1/stations/{station}/events":
+		e := stepEvent("line-1", w.count(), string(tg.hw), "flash", journal.StatusPassed)
+		e.WorkOrder = tg.workOrder
+		return authCall{method: "POST", path: "/v1/stations/line-1/events", body: dmsapi.IngestRequest{Events: []journal.Event{e}}, seq: e.Seq}
 	}
 	t.Fatalf("docs/api.md: TestStationScope does not know the call %q: teach scopeCall it", call)
 	return authCall{}
@@ -462,7 +469,9 @@ func (w *authWorld) scopeCall(t *testing.T, call string, tg scopeTarget) authCal
 // table names, and checks each answer's status against the table, on
 // SQLite and on PostgreSQL. A work order that does not exist, one of
 // another station and one whose stations were taken off must be refused
-// in the same words, but for the id.
+// in the same words, but for the id (and an event's seq); an event
+// refused is named by its seq and field, so that the station sets it
+// aside.
 func TestStationScope(t *testing.T) {
 	tab := readDocTable(t, "a station key's call names", "GET /v1/work-orders/{id}")
 	cases := scopeCases()
@@ -497,12 +506,23 @@ func TestStationScope(t *testing.T) {
 						t.Run(call, func(t *testing.T) {
 							w.t = t
 							tg := cases[row.cells[0]](w)
-							body := w.checkAnswer(t, w.scopeCall(t, call, tg), "station", want)
+							c := w.scopeCall(t, call, tg)
+							body := w.checkAnswer(t, c, "station", want)
+							if c.seq > 0 && want == 422 {
+								var e dmsapi.Error
+								if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != dmsapi.CodeInvalid || e.Error.Field != "work_order" || e.Error.Seq != c.seq {
+									t.Errorf("%s as station = %s, want %s naming field work_order and seq %d, which the station sets aside", call, body, dmsapi.CodeInvalid, c.seq)
+								}
+							}
 							if slices.Contains(alike, row.cells[0]) {
 								if refusals[call] == nil {
 									refusals[call] = map[string]string{}
 								}
-								refusals[call][row.cells[0]] = strings.ReplaceAll(string(body), tg.workOrder, "{id}")
+								words := strings.ReplaceAll(string(body), tg.workOrder, "{id}")
+								if c.seq > 0 {
+									words = strings.NewReplacer(fmt.Sprintf("seq %d", c.seq), "seq {seq}", fmt.Sprintf(`"seq":%d`, c.seq), `"seq":{seq}`).Replace(words)
+								}
+								refusals[call][row.cells[0]] = words
 							}
 						})
 					}
