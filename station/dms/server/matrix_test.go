@@ -417,6 +417,9 @@ func (w *authWorld) checkAnswer(t *testing.T, c authCall, column string, want in
 type scopeTarget struct {
 	workOrder, product string
 	hw                 flasher.HardwareID
+	// token is the activation token's secret an activation carries;
+	// empty, THERMO's token, the one WO-1 names.
+	token string
 }
 
 // scopeCases are the rows of docs/api.md's table of a station key's
@@ -424,7 +427,7 @@ type scopeTarget struct {
 // changes it.
 func scopeCases() map[string]func(w *authWorld) scopeTarget {
 	fixed := func(wo, product string, hw flasher.HardwareID) func(*authWorld) scopeTarget {
-		return func(*authWorld) scopeTarget { return scopeTarget{wo, product, hw} }
+		return func(*authWorld) scopeTarget { return scopeTarget{workOrder: wo, product: product, hw: hw} }
 	}
 	return map[string]func(w *authWorld) scopeTarget{
 		"a work order assigned to its station":           fixed("WO-1", "THERMO", devActivated),
@@ -432,11 +435,19 @@ func scopeCases() map[string]func(w *authWorld) scopeTarget {
 		"a work order assigned to another station":       fixed("WO-3", "THERMO", devActivated),
 		"a work order whose stations were all taken off": fixed("WO-4", "THERMO", devActivated),
 		"a work order that has never listed a station (and takes it)": func(w *authWorld) scopeTarget {
-			return scopeTarget{w.newWorkOrder(nil), "THERMO", devActivated}
+			return scopeTarget{workOrder: w.newWorkOrder(nil), product: "THERMO", hw: devActivated}
 		},
 		"no work order":                        fixed("", "THERMO", devActivated),
 		"its work order, with another product": fixed("WO-1", "OTHER", devActivated),
 		"its work order, with a device that work order did not activate": fixed("WO-1", "THERMO", devClaimed),
+		"its work order, with another activation token of its product": func(w *authWorld) scopeTarget {
+			_, secret, err := w.svc.CreateToken(w.ctx, "THERMO", 5, time.Time{})
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			w.secrets["another token of THERMO"] = secret.Reveal()
+			return scopeTarget{"WO-1", "THERMO", devGhost, secret.Reveal()}
+		},
 	}
 }
 
@@ -449,8 +460,12 @@ func (w *authWorld) scopeCall(t *testing.T, call string, tg scopeTarget) authCal
 	case "POST /v1/preflight":
 		return authCall{method: "POST", path: "/v1/preflight", body: jobs.PreflightRequest{WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw}}
 	case "POST /v1/activate":
+		token := tg.token
+		if token == "" {
+			token = w.token
+		}
 		return authCall{method: "POST", path: "/v1/activate", body: dmsapi.ActivateRequest{
-			WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw, FirmwareVersion: "1.0.0", Token: w.token}}
+			WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw, FirmwareVersion: "1.0.0", Token: token}}
 	case "POST /v1/lock":
 		return authCall{method: "POST", path: "/v1/lock", body: jobs.LockRequest{WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw}}
 	case "POST /v1/complete":
