@@ -2,6 +2,7 @@ package dms
 
 import (
 	"context"
+	"crypto/subtle"
 	"fmt"
 	"time"
 
@@ -78,6 +79,12 @@ func (s *Service) Claim(ctx context.Context, product string, token jobs.Secret, 
 // by a token or a purchase order, and returns its serial number. In one
 // transaction it applies the rules:
 //
+//   - under a work order (req.WorkOrder), the product must be the work
+//     order's (ErrInvalid) and the authorization the work order's own: the
+//     token it names (jobs.ErrTokenInvalid) or its purchase order
+//     (ErrPurchaseOrderInvalid), checked before anything is written; a
+//     request under no work order (an admin's, a device's claim) may
+//     carry any token or purchase order of the product;
 //   - the token must be known and for this product (jobs.ErrTokenInvalid),
 //     not revoked (jobs.ErrTokenRevoked), not expired (jobs.ErrTokenExpired);
 //     a purchase order must be known and for this product
@@ -136,6 +143,11 @@ func (s *Service) activate(ctx context.Context, t *tx, req jobs.ActivateRequest)
 	p, err := productOrFail(ctx, t, req.Product)
 	if err != nil {
 		return jobs.Activation{}, ev, err
+	}
+	if req.WorkOrder != "" {
+		if err := s.checkWorkOrderAuthorization(ctx, t, req, p.Code); err != nil {
+			return jobs.Activation{}, ev, err
+		}
 	}
 
 	// Who authorizes the claim.
@@ -282,6 +294,47 @@ func (s *Service) activate(ctx context.Context, t *tx, req jobs.ActivateRequest)
 		}
 	}
 	return jobs.Activation{Serial: serial, Locked: lock, ClaimsLeft: claimsLeft()}, ev, nil
+}
+
+// checkWorkOrderAuthorization checks that the activation req, made
+// under its work order, makes the work order's product and carries the
+// work order's own authorization: the activation token the work order
+// names (jobs.ErrTokenInvalid otherwise) or its purchase order
+// (ErrPurchaseOrderInvalid otherwise). A token is told from another by
+// its hash, so that the refusal names the work order's token by id and
+// says nothing of the token carried.
+func (s *Service) checkWorkOrderAuthorization(ctx context.Context, t *tx, req jobs.ActivateRequest, product string) error {
+	w, err := workOrderOrFail(ctx, t, req.WorkOrder)
+	if err != nil {
+		return err
+	}
+	if w.Product != product {
+		return fail(ErrInvalid, "work order %s makes product %s, not %s: an activation under a work order names the work order's product", w.ID, w.Product, product)
+	}
+	if w.TokenID == "" {
+		switch {
+		case !req.Token.IsZero():
+			return fail(ErrPurchaseOrderInvalid, "work order %s is authorized by purchase order %s; the request carried an activation token instead: activate its devices under purchase order %s",
+				w.ID, w.PurchaseOrder, w.PurchaseOrder)
+		case req.PurchaseOrder != w.PurchaseOrder:
+			return fail(ErrPurchaseOrderInvalid, "work order %s is authorized by purchase order %s; the request carried purchase order %s: activate its devices under purchase order %s",
+				w.ID, w.PurchaseOrder, req.PurchaseOrder, w.PurchaseOrder)
+		}
+		return nil
+	}
+	if req.Token.IsZero() {
+		return fail(jobs.ErrTokenInvalid, "work order %s is authorized by activation token %s; the request carried purchase order %s instead: give the station the work order's token",
+			w.ID, w.TokenID, req.PurchaseOrder)
+	}
+	tok, err := tokenOrFail(ctx, t, w.TokenID)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare([]byte(s.hash(req.Token.Reveal())), []byte(tok.hash)) != 1 {
+		return fail(jobs.ErrTokenInvalid, "work order %s is authorized by activation token %s; the request carried another token: give the station the work order's token (%s)",
+			w.ID, w.TokenID, w.TokenID)
+	}
+	return nil
 }
 
 func lockReason(stage jobs.Stage, purchaseOrder bool) string {

@@ -33,8 +33,30 @@ type IngestResult struct {
 // event with no sequence number refuses the batch; one that breaks a rule
 // (checkEvent: another station's, no kind, status or time, text the DMS
 // does not take) refuses it with a *FieldError naming its seq, so that
-// the station can set that event aside and send the rest.
+// the station can set that event aside and send the rest. The work orders
+// the events name are taken as they are: IngestEvents is for callers that
+// reach every work order (an admin key); a station's own key sends its
+// events through IngestStationEvents.
 func (s *Service) IngestEvents(ctx context.Context, station string, events []journal.Event) (IngestResult, error) {
+	return s.ingest(ctx, station, events, false)
+}
+
+// IngestStationEvents is IngestEvents for a batch that station's own key
+// sends: besides IngestEvents' rules, an event new to the DMS that names
+// a work order must name one assigned to station (StationWorkOrder; a
+// work order that has never listed a station is taken by it, as any
+// other use of the station's key takes it). Any other work order, one
+// that does not exist too, refuses the batch with a *FieldError naming
+// the event's seq and its field "work_order", in the same words for
+// both, so that the station sets that one event aside and learns nothing
+// of the work orders of other stations. An event that names no work
+// order (an operator's sign-in) needs none; an event the DMS holds
+// already is a duplicate, whatever its work order is now.
+func (s *Service) IngestStationEvents(ctx context.Context, station string, events []journal.Event) (IngestResult, error) {
+	return s.ingest(ctx, station, events, true)
+}
+
+func (s *Service) ingest(ctx context.Context, station string, events []journal.Event, own bool) (IngestResult, error) {
 	if err := checkID("station", station); err != nil {
 		return IngestResult{}, err
 	}
@@ -50,9 +72,11 @@ func (s *Service) IngestEvents(ctx context.Context, station string, events []jou
 		}
 	}
 	var res IngestResult
+	var taken []string
 	now := formatTime(s.now())
 	err := s.Store.update(ctx, func(t *tx) error {
-		res = IngestResult{} // counted afresh if the transaction runs again
+		res, taken = IngestResult{}, nil // counted afresh if the transaction runs again
+		reach := map[string]bool{}       // work order → assigned to station, for this batch
 		for _, e := range events {
 			var data sql.NullString
 			if len(e.Data) > 0 {
@@ -67,18 +91,70 @@ func (s *Service) IngestEvents(ctx context.Context, station string, events []jou
 			if err != nil {
 				return fmt.Errorf("store event %d: %w", e.Seq, err)
 			}
-			if n, _ := r.RowsAffected(); n > 0 {
-				res.Stored++
-			} else {
+			n, err := r.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("store event %d: %w", e.Seq, err)
+			}
+			if n == 0 {
 				res.Duplicates++
+				continue
+			}
+			res.Stored++
+			if !own || e.WorkOrder == "" {
+				continue
+			}
+			// The event is stored already; a refusal rolls the whole
+			// batch back.
+			ok, seen := reach[e.WorkOrder]
+			if !seen {
+				var took bool
+				ok, took, err = reportsTo(ctx, t, station, e.WorkOrder, now)
+				if err != nil {
+					return fmt.Errorf("check event %d's work order: %w", e.Seq, err)
+				}
+				reach[e.WorkOrder] = ok
+				if took {
+					taken = append(taken, e.WorkOrder)
+				}
+			}
+			if !ok {
+				return &FieldError{Field: "work_order", Seq: e.Seq, Problem: fmt.Sprintf(
+					"names a work order that is not known to the DMS or is not assigned to station %s: a station sends the events of its own work orders only; check the work order, or ask your administrator to assign it to %s",
+					station, station)}
 			}
 		}
 		return t.queryRow(ctx, "SELECT coalesce(max(seq), 0) FROM station_events WHERE station = $1", station).Scan(&res.LastSeq)
 	})
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return IngestResult{}, fe // as checkEvent's refusals read
+	}
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("ingest %d events of station %s: %w", len(events), station, err)
 	}
+	for _, id := range taken {
+		s.log().Info("work order taken by its first station", "work_order", id, "station", station)
+	}
 	return res, nil
+}
+
+// reportsTo reports whether station may send events of work order id, in
+// the write transaction t: the work order lists station, or has never
+// listed one and now lists station (took). A work order that does not
+// exist, or is another station's, is not ok.
+func reportsTo(ctx context.Context, t *tx, station, id, now string) (ok, took bool, err error) {
+	// Most batches find the station listed: a read, with no row lock.
+	_, take, err := stationWorkOrder(ctx, t, station, id, "")
+	if err == nil && take {
+		_, took, err = stationWorkOrder(ctx, t, station, id, now)
+	}
+	switch {
+	case isFailure(err) && errors.Is(err, jobs.ErrNotFound):
+		return false, false, nil
+	case err != nil:
+		return false, false, err
+	}
+	return true, took, nil
 }
 
 // MaxEventData bounds an event's data, in bytes of JSON.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,6 +145,187 @@ func TestFlashLogs(t *testing.T) {
 		none, err := s.FlashLogs(ctx, FlashLogFilter{Result: journal.ResultFailed})
 		if err != nil || len(none) != 0 {
 			t.Errorf("FlashLogs(failed) = %d, %v; want 0", len(none), err)
+		}
+	})
+}
+
+// TestIngestStationEvents: a station's own key sends the events of the
+// work orders assigned to its station, and of none; an event that names
+// any other work order refuses the batch, naming the event's seq and its
+// field, in the same words whether the work order exists or not, and
+// nothing of the batch is stored or taken.
+func TestIngestStationEvents(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s, clock := newTestService(t, b)
+		addProduct(t, s, "P", jobs.StageDevelopment)
+		tok, _ := addToken(t, s, "P", 10, time.Time{})
+		addWorkOrder(t, s, "WO-OWN", "P", tok, "line-1")
+		addWorkOrder(t, s, "WO-SHARED", "P", tok, "line-2", "line-1")
+		addWorkOrder(t, s, "WO-OTHER", "P", tok, "line-2")
+		addWorkOrder(t, s, "WO-OFF", "P", tok, "line-1")
+		if err := s.UnassignStation(ctx, "WO-OFF", "line-1"); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"WO-OPEN", "WO-OPEN-2", "WO-OPEN-3"} {
+			addWorkOrder(t, s, id, "P", tok)
+		}
+
+		var seq int64
+		event := func(wo string) journal.Event {
+			seq++
+			e := journal.Event{Seq: seq, Station: "line-1", Time: clock.Now().Add(time.Duration(seq) * time.Second),
+				Kind: journal.KindStep, WorkOrder: wo, Slot: "S01", Device: "aa:01", Step: "identify", Status: journal.StatusPassed}
+			if wo == "" {
+				e.Kind, e.Status, e.Operator, e.Slot, e.Device, e.Step = journal.KindOperator, journal.StatusInfo, "ana", "", "", ""
+			}
+			return e
+		}
+		stored := func() int {
+			t.Helper()
+			all, err := s.Events(ctx, EventFilter{Station: "line-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(all)
+		}
+		line2Takes := func(id string) func(t *testing.T) {
+			return func(t *testing.T) {
+				e := journal.Event{Seq: 1, Station: "line-2", Time: clock.Now(), Kind: journal.KindStep, WorkOrder: id, Step: "identify", Status: journal.StatusPassed}
+				if _, err := s.IngestStationEvents(ctx, "line-2", []journal.Event{e}); err != nil {
+					t.Fatalf("IngestStationEvents(line-2, %s) = %v, want it taken by line-2", id, err)
+				}
+			}
+		}
+		tests := []struct {
+			name       string
+			first      func(t *testing.T) // if set, done before the batch
+			workOrders []string           // one event each, in this order
+			refused    int                // the index of the event refused, or -1
+			lists      map[string][]string
+		}{
+			{"its own work order", nil, []string{"WO-OWN", "WO-OWN"}, -1, nil},
+			{"a work order shared with another station", nil, []string{"WO-SHARED"}, -1, nil},
+			{"no work order", nil, []string{""}, -1, nil},
+			{"a work order that has never listed a station is taken", nil, []string{"WO-OPEN", "WO-OWN"}, -1,
+				map[string][]string{"WO-OPEN": {"line-1"}}},
+			{"a work order that does not exist", nil, []string{"WO-OWN", "WO-NONE", "WO-OWN"}, 1, nil},
+			{"another station's work order", nil, []string{"WO-OTHER"}, 0, nil},
+			{"a work order it was taken off", nil, []string{"", "WO-OFF"}, 1, nil},
+			{"a work order id that is no id", nil, []string{"WO NONE"}, 0, nil},
+			{"a refused batch takes nothing", nil, []string{"WO-OPEN-2", "WO-OTHER"}, 1,
+				map[string][]string{"WO-OPEN-2": nil}},
+			{"another station took it first", line2Takes("WO-OPEN-3"), []string{"WO-OPEN-3"}, 0,
+				map[string][]string{"WO-OPEN-3": {"line-2"}}},
+		}
+		var refusals []string // each refusal's words, its seq taken out
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if tt.first != nil {
+					tt.first(t)
+				}
+				var events []journal.Event
+				for _, wo := range tt.workOrders {
+					events = append(events, event(wo))
+				}
+				before := stored()
+				res, err := s.IngestStationEvents(ctx, "line-1", events)
+				if tt.refused < 0 {
+					if err != nil || res.Stored != len(events) || res.LastSeq != seq {
+						t.Fatalf("IngestStationEvents(%q) = %+v, %v; want %d stored, last seq %d", tt.workOrders, res, err, len(events), seq)
+					}
+				} else {
+					want := events[tt.refused].Seq
+					var fe *FieldError
+					if !errors.As(err, &fe) || fe.Field != "work_order" || fe.Seq != want || !errors.Is(err, ErrInvalid) {
+						t.Fatalf("IngestStationEvents(%q) = %+v, %v; want a *FieldError of work_order, seq %d", tt.workOrders, res, err, want)
+					}
+					if strings.Contains(err.Error(), events[tt.refused].WorkOrder) {
+						t.Errorf("IngestStationEvents(%q) = %v: the refusal quotes the work order", tt.workOrders, err)
+					}
+					refusals = append(refusals, strings.ReplaceAll(err.Error(), fmt.Sprint(want), "{seq}"))
+					if n := stored(); n != before {
+						t.Errorf("IngestStationEvents(%q) was refused but stored %d events", tt.workOrders, n-before)
+					}
+				}
+				for wo, want := range tt.lists {
+					if got, err := s.Stations(ctx, wo); err != nil || !slices.Equal(got, want) {
+						t.Errorf("after the batch, Stations(%s) = %q, %v; want %q", wo, got, err, want)
+					}
+				}
+			})
+		}
+		for _, r := range refusals[1:] {
+			if r != refusals[0] {
+				t.Errorf("refusals read %q and %q: a station must not tell the work orders it may not report on apart", refusals[0], r)
+			}
+		}
+
+		// An event stored while its work order was the station's stays a
+		// duplicate once the station is taken off: a batch sent again
+		// after a lost answer is not refused.
+		addWorkOrder(t, s, "WO-LATE", "P", tok, "line-1")
+		batch := []journal.Event{event("WO-LATE")}
+		if _, err := s.IngestStationEvents(ctx, "line-1", batch); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UnassignStation(ctx, "WO-LATE", "line-1"); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := s.IngestStationEvents(ctx, "line-1", batch); err != nil || res.Duplicates != 1 {
+			t.Errorf("IngestStationEvents(again, after the station was taken off) = %+v, %v; want 1 duplicate", res, err)
+		}
+		// IngestEvents, for a key that reaches every work order, takes
+		// the work orders as they are.
+		if _, err := s.IngestEvents(ctx, "line-1", []journal.Event{event("WO-OTHER"), event("WO-NONE")}); err != nil {
+			t.Errorf("IngestEvents(another station's work order, one that does not exist) = %v, want them stored", err)
+		}
+	})
+}
+
+// TestIngestStationEventsFirstUse races stations, from two stores on one
+// database (two DMS processes), to send the first events of a work order
+// that has never listed a station: exactly one takes it, and the others'
+// batches are refused, naming the event.
+func TestIngestStationEventsFirstUse(t *testing.T) {
+	const stations = 8
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		dsn := b.dsn(t)
+		svcs := []*Service{{Store: openStore(t, dsn), TokenKey: testKey}, {Store: openStore(t, dsn), TokenKey: testKey}}
+		addProduct(t, svcs[0], "P", jobs.StageDevelopment)
+		tok, _ := addToken(t, svcs[0], "P", 10, time.Time{})
+		addWorkOrder(t, svcs[0], "WO-RACE", "P", tok)
+
+		errs := make([]error, stations)
+		var wg sync.WaitGroup
+		for i := range stations {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st := fmt.Sprintf("line-%d", i)
+				evs := stepEvents(st, "WO-RACE", "aa:01", 1, time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))[:4]
+				_, errs[i] = svcs[i%2].IngestStationEvents(ctx, st, evs)
+			}()
+		}
+		wg.Wait()
+		var won []string
+		for i, err := range errs {
+			var fe *FieldError
+			switch {
+			case err == nil:
+				won = append(won, fmt.Sprintf("line-%d", i))
+			case !errors.As(err, &fe) || fe.Field != "work_order" || fe.Seq != 1:
+				t.Errorf("IngestStationEvents(line-%d) = %v, want it stored or its seq 1 refused", i, err)
+			}
+		}
+		got, err := svcs[0].Stations(ctx, "WO-RACE")
+		if len(won) != 1 || err != nil || !slices.Equal(got, won) {
+			t.Errorf("%d stations raced for WO-RACE: %q took it, Stations = %q, %v; want one, listed alone", stations, won, got, err)
+		}
+		all, err := svcs[0].Events(ctx, EventFilter{WorkOrder: "WO-RACE"})
+		if err != nil || len(all) != 4 {
+			t.Errorf("Events(WO-RACE) = %d events, %v; want the winner's 4", len(all), err)
 		}
 	})
 }

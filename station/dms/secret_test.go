@@ -29,11 +29,15 @@ func TestSecretsNotInDatabase(t *testing.T) {
 			t.Fatalf("Seed = %v", err)
 		}
 		secrets := []jobs.Secret{res.Token}
-		_, other := addToken(t, svc, "THERMO", 3, time.Time{})
+		otherID, other := addToken(t, svc, "THERMO", 3, time.Time{})
 		secrets = append(secrets, other)
+		addWorkOrder(t, svc, "WO-2", "THERMO", otherID)
 		l := &Local{Service: svc}
-		for n, s := range []jobs.Secret{res.Token, other} {
-			if _, err := l.Activate(ctx, jobs.ActivateRequest{WorkOrder: "WO-1", Product: "THERMO", HardwareID: hwID(n), FirmwareVersion: "1.0", Token: s}); err != nil {
+		for n, wo := range []struct {
+			id    string
+			token jobs.Secret
+		}{{"WO-1", res.Token}, {"WO-2", other}} {
+			if _, err := l.Activate(ctx, jobs.ActivateRequest{WorkOrder: wo.id, Product: "THERMO", HardwareID: hwID(n), FirmwareVersion: "1.0", Token: wo.token}); err != nil {
 				t.Fatalf("Activate = %v", err)
 			}
 		}

@@ -149,7 +149,10 @@ func TestFirmwareHistory(t *testing.T) {
 		ctx := context.Background()
 		s, _ := newTestService(t, b)
 		addProduct(t, s, "P", jobs.StageProduction)
-		_, secret := addToken(t, s, "P", 1, time.Time{})
+		tok, secret := addToken(t, s, "P", 1, time.Time{})
+		for _, wo := range []string{"WO-1", "WO-2", "WO-3"} {
+			addWorkOrder(t, s, wo, "P", tok)
+		}
 		steps := []struct{ wo, fw string }{{"WO-1", "1.0"}, {"WO-1", "1.0"}, {"WO-2", "2.0"}, {"WO-2", "2.0"}, {"WO-3", "1.0"}}
 		for _, st := range steps {
 			if _, err := s.Activate(ctx, jobs.ActivateRequest{WorkOrder: st.wo, Product: "P", HardwareID: hwID(1), FirmwareVersion: st.fw, Token: secret}); err != nil {

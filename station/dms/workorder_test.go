@@ -3,6 +3,7 @@ package dms
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,138 @@ func TestPurchaseOrders(t *testing.T) {
 		po, err := s.PurchaseOrder(ctx, "PO-1")
 		if err != nil || po.Registered != 2 {
 			t.Errorf("PurchaseOrder(PO-1) = %+v, %v; want 2 registered", po, err)
+		}
+	})
+}
+
+// TestActivateUnderWorkOrder: an activation under a work order carries
+// the work order's own authorization, the token it names or its purchase
+// order; any other is refused before anything is written, in words that
+// name the work order's token by id and never a secret. Under no work
+// order any token or purchase order of the product serves.
+func TestActivateUnderWorkOrder(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s, _ := newTestService(t, b)
+		addProduct(t, s, "P", jobs.StageDevelopment)
+		addProduct(t, s, "Q", jobs.StageDevelopment)
+		tok1, secret1 := addToken(t, s, "P", 10, time.Time{})
+		tok2, secret2 := addToken(t, s, "P", 10, time.Time{})
+		tokQ, secretQ := addToken(t, s, "Q", 10, time.Time{})
+		revoked, secretRevoked := addToken(t, s, "P", 10, time.Time{})
+		if err := s.RevokeToken(ctx, revoked); err != nil {
+			t.Fatal(err)
+		}
+		unknown := jobs.NewSecret(TokenPrefix + "unknownunknownunknownunknownunknownunknownunkno")
+		for _, po := range []PurchaseOrder{{ID: "PO-1", Product: "P", Quantity: 10}, {ID: "PO-2", Product: "P", Quantity: 10}, {ID: "PO-Q", Product: "Q", Quantity: 10}} {
+			if err := s.CreatePurchaseOrder(ctx, po); err != nil {
+				t.Fatal(err)
+			}
+		}
+		addWorkOrder(t, s, "WO-T", "P", tok1)
+		if _, err := s.CreateWorkOrder(ctx, WorkOrderSpec{ID: "WO-PO", Product: "P", Bundle: "1.0", Quantity: 5, PurchaseOrder: "PO-1"}); err != nil {
+			t.Fatal(err)
+		}
+		// Device 1 is activated under WO-T: its repeat is refused too
+		// when the token is not the work order's.
+		if _, err := s.Activate(ctx, jobs.ActivateRequest{WorkOrder: "WO-T", Product: "P", HardwareID: hwID(1), FirmwareVersion: "1.0", Token: secret1}); err != nil {
+			t.Fatal(err)
+		}
+
+		// written is what an activation may change: the claims of every
+		// token, the devices of every purchase order, every device and
+		// its history.
+		written := func() string {
+			t.Helper()
+			var b strings.Builder
+			for _, id := range []string{tok1, tok2, tokQ, revoked} {
+				info, err := s.Token(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&b, "token %s used %d\n", id, info.Used)
+			}
+			for _, id := range []string{"PO-1", "PO-2", "PO-Q"} {
+				po, err := s.PurchaseOrder(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&b, "purchase order %s registered %d\n", id, po.Registered)
+			}
+			for _, product := range []string{"P", "Q"} {
+				devs, err := s.Devices(ctx, product)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, d := range devs {
+					full, err := s.Device(ctx, d.HardwareID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					fmt.Fprintf(&b, "device %s %s locked %v history %v\n", d.HardwareID, d.Product, d.Locked, kinds(full))
+				}
+			}
+			return b.String()
+		}
+
+		tests := []struct {
+			name      string
+			workOrder string
+			product   string
+			token     jobs.Secret
+			po        string
+			device    int
+			want      error
+			says      string // the refusal says this
+		}{
+			{"the work order's token", "WO-T", "P", secret1, "", 2, nil, ""},
+			{"the work order's purchase order", "WO-PO", "P", jobs.Secret{}, "PO-1", 3, nil, ""},
+			{"another token of the product", "WO-T", "P", secret2, "", 4, jobs.ErrTokenInvalid,
+				"work order WO-T is authorized by activation token " + tok1 + "; the request carried another token"},
+			{"another token, for a device served before", "WO-T", "P", secret2, "", 1, jobs.ErrTokenInvalid,
+				"work order WO-T is authorized by activation token " + tok1 + "; the request carried another token"},
+			{"a revoked token", "WO-T", "P", secretRevoked, "", 4, jobs.ErrTokenInvalid, "authorized by activation token " + tok1},
+			{"another product's token", "WO-T", "P", secretQ, "", 4, jobs.ErrTokenInvalid, "authorized by activation token " + tok1},
+			{"a token the DMS never issued", "WO-T", "P", unknown, "", 4, jobs.ErrTokenInvalid, "authorized by activation token " + tok1},
+			{"a purchase order for a token's work order", "WO-T", "P", jobs.Secret{}, "PO-1", 4, jobs.ErrTokenInvalid,
+				"work order WO-T is authorized by activation token " + tok1 + "; the request carried purchase order PO-1 instead"},
+			{"another purchase order of the product", "WO-PO", "P", jobs.Secret{}, "PO-2", 4, ErrPurchaseOrderInvalid,
+				"work order WO-PO is authorized by purchase order PO-1; the request carried purchase order PO-2"},
+			{"another product's purchase order", "WO-PO", "P", jobs.Secret{}, "PO-Q", 4, ErrPurchaseOrderInvalid, "authorized by purchase order PO-1"},
+			{"a token for a purchase order's work order", "WO-PO", "P", secret1, "", 4, ErrPurchaseOrderInvalid,
+				"work order WO-PO is authorized by purchase order PO-1; the request carried an activation token instead"},
+			{"another product than the work order's", "WO-T", "Q", secretQ, "", 4, ErrInvalid, "work order WO-T makes product P, not Q"},
+			{"a work order that does not exist", "WO-NONE", "P", secret1, "", 4, jobs.ErrNotFound, "work order WO-NONE is not known"},
+			{"no work order, another token", "", "P", secret2, "", 5, nil, ""},
+			{"no work order, another purchase order", "", "P", jobs.Secret{}, "PO-2", 6, nil, ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				before := written()
+				req := jobs.ActivateRequest{WorkOrder: tt.workOrder, Product: tt.product, HardwareID: hwID(tt.device), FirmwareVersion: "1.0",
+					Token: tt.token, PurchaseOrder: tt.po, Station: "line-1"}
+				_, err := s.Activate(ctx, req)
+				if tt.want == nil {
+					if err != nil {
+						t.Fatalf("Activate(%s, %s) = %v, want success", tt.workOrder, hwID(tt.device), err)
+					}
+					if _, err := s.Device(ctx, hwID(tt.device)); err != nil {
+						t.Errorf("Device(%s) after its activation = %v", hwID(tt.device), err)
+					}
+					return
+				}
+				if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.says) {
+					t.Fatalf("Activate(%s, %s) = %v, want %v saying %q", tt.workOrder, hwID(tt.device), err, tt.want, tt.says)
+				}
+				for _, secret := range []jobs.Secret{secret1, secret2, secretQ, secretRevoked, unknown} {
+					if strings.Contains(err.Error(), strings.TrimPrefix(secret.Reveal(), TokenPrefix)) {
+						t.Errorf("Activate(%s) = %v: the refusal holds a token secret", tt.workOrder, err)
+					}
+				}
+				if after := written(); after != before {
+					t.Errorf("Activate(%s, %s) was refused but wrote:\nbefore:\n%safter:\n%s", tt.workOrder, hwID(tt.device), before, after)
+				}
+			})
 		}
 	})
 }

@@ -142,23 +142,32 @@ func TestErrorMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A station acts only under a work order: WO-1 for THERMO, WO-DEV
-	// for DEV (the station takes it on first use).
-	if _, err := svc.CreateWorkOrder(ctx, dms.WorkOrderSpec{ID: "WO-DEV", Product: "DEV", Bundle: "0.1", Quantity: 5, TokenID: devTokenID}); err != nil {
-		t.Fatal(err)
-	}
-	workOrders := map[string]string{"THERMO": "WO-1", "DEV": "WO-DEV"}
-	_, oneClaim, err := svc.CreateToken(ctx, "THERMO", 1, time.Time{})
+	oneClaimID, oneClaim, err := svc.CreateToken(ctx, "THERMO", 1, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, shortLived, err := svc.CreateToken(ctx, "THERMO", 5, d.clock.Now().Add(time.Hour))
+	shortLivedID, shortLived, err := svc.CreateToken(ctx, "THERMO", 5, d.clock.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	revokedID, revoked, err := svc.CreateToken(ctx, "THERMO", 5, time.Time{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A station acts only under a work order, with the token the work
+	// order names: WO-1 for THERMO's seeded token, WO-DEV for DEV's, and
+	// one work order for each of THERMO's other tokens (the station
+	// takes each on first use).
+	for _, w := range []dms.WorkOrderSpec{
+		{ID: "WO-DEV", Product: "DEV", Bundle: "0.1", TokenID: devTokenID},
+		{ID: "WO-ONE", Product: "THERMO", Bundle: "2.0", TokenID: oneClaimID},
+		{ID: "WO-SHORT", Product: "THERMO", Bundle: "2.0", TokenID: shortLivedID},
+		{ID: "WO-REVOKED", Product: "THERMO", Bundle: "2.0", TokenID: revokedID},
+	} {
+		w.Quantity = 5
+		if _, err := svc.CreateWorkOrder(ctx, w); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := svc.RevokeToken(ctx, revokedID); err != nil {
 		t.Fatal(err)
@@ -175,9 +184,9 @@ func TestErrorMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	activate := func(cl *Client, product string, token jobs.Secret, hw int) func() error {
+	activate := func(cl *Client, workOrder, product string, token jobs.Secret, hw int) func() error {
 		return func() error {
-			_, err := cl.Activate(ctx, jobs.ActivateRequest{WorkOrder: workOrders[product], Product: product, HardwareID: hwID(hw), FirmwareVersion: "", Token: token})
+			_, err := cl.Activate(ctx, jobs.ActivateRequest{WorkOrder: workOrder, Product: product, HardwareID: hwID(hw), FirmwareVersion: "", Token: token})
 			return err
 		}
 	}
@@ -189,19 +198,19 @@ func TestErrorMapping(t *testing.T) {
 		code  string // error code
 	}{
 		{"token_spent", func(t *testing.T) {
-			if err := activate(c, "THERMO", oneClaim, 1)(); err != nil {
+			if err := activate(c, "WO-ONE", "THERMO", oneClaim, 1)(); err != nil {
 				t.Fatalf("first claim = %v", err)
 			}
-		}, activate(c, "THERMO", oneClaim, 2), jobs.ErrTokenSpent, dmsapi.CodeTokenSpent},
-		{"token_expired", func(*testing.T) { d.clock.Advance(2 * time.Hour) }, activate(c, "THERMO", shortLived, 3), jobs.ErrTokenExpired, dmsapi.CodeTokenExpired},
-		{"token_revoked", nil, activate(c, "THERMO", revoked, 4), jobs.ErrTokenRevoked, dmsapi.CodeTokenRevoked},
-		{"token_invalid", nil, activate(c, "THERMO", jobs.NewSecret("stk_not-a-token-of-this-dms"), 5), jobs.ErrTokenInvalid, dmsapi.CodeTokenInvalid},
-		{"token of another product", nil, activate(c, "THERMO", devToken, 5), jobs.ErrTokenInvalid, dmsapi.CodeTokenInvalid},
+		}, activate(c, "WO-ONE", "THERMO", oneClaim, 2), jobs.ErrTokenSpent, dmsapi.CodeTokenSpent},
+		{"token_expired", func(*testing.T) { d.clock.Advance(2 * time.Hour) }, activate(c, "WO-SHORT", "THERMO", shortLived, 3), jobs.ErrTokenExpired, dmsapi.CodeTokenExpired},
+		{"token_revoked", nil, activate(c, "WO-REVOKED", "THERMO", revoked, 4), jobs.ErrTokenRevoked, dmsapi.CodeTokenRevoked},
+		{"token_invalid", nil, activate(c, "WO-1", "THERMO", jobs.NewSecret("stk_not-a-token-of-this-dms"), 5), jobs.ErrTokenInvalid, dmsapi.CodeTokenInvalid},
+		{"token of another product", nil, activate(c, "WO-1", "THERMO", devToken, 5), jobs.ErrTokenInvalid, dmsapi.CodeTokenInvalid},
 		{"locked_elsewhere", func(t *testing.T) {
-			if err := activate(c, "THERMO", d.seed.Token, 6)(); err != nil {
+			if err := activate(c, "WO-1", "THERMO", d.seed.Token, 6)(); err != nil {
 				t.Fatalf("claim for THERMO = %v", err)
 			}
-		}, activate(c, "DEV", devToken, 6), jobs.ErrLockedElsewhere, dmsapi.CodeLockedElsewhere},
+		}, activate(c, "WO-DEV", "DEV", devToken, 6), jobs.ErrLockedElsewhere, dmsapi.CodeLockedElsewhere},
 		{"archived", func(t *testing.T) {
 			p, err := svc.Product(ctx, "DEV")
 			if err != nil {
@@ -211,7 +220,7 @@ func TestErrorMapping(t *testing.T) {
 			if err := svc.UpdateProduct(ctx, p.Product); err != nil {
 				t.Fatal(err)
 			}
-		}, activate(c, "DEV", devToken, 7), jobs.ErrArchived, dmsapi.CodeArchived},
+		}, activate(c, "WO-DEV", "DEV", devToken, 7), jobs.ErrArchived, dmsapi.CodeArchived},
 		{"unauthenticated", nil, func() error {
 			_, err := stranger.Preflight(ctx, jobs.PreflightRequest{WorkOrder: "WO-1", Product: "THERMO", HardwareID: hwID(8)})
 			return err
@@ -227,8 +236,8 @@ func TestErrorMapping(t *testing.T) {
 		{"invalid", nil, func() error {
 			return c.Complete(ctx, jobs.CompleteRequest{WorkOrder: "WO-1", HardwareID: " bad id "})
 		}, nil, dmsapi.CodeInvalid},
-		{"unavailable", func(*testing.T) { d.gate.mode.Store(down) }, activate(c, "THERMO", d.seed.Token, 10), jobs.ErrUnavailable, dmsapi.CodeUnavailable},
-		{"connection dropped", func(*testing.T) { d.gate.mode.Store(drop) }, activate(c, "THERMO", d.seed.Token, 10), jobs.ErrUnavailable, ""},
+		{"unavailable", func(*testing.T) { d.gate.mode.Store(down) }, activate(c, "WO-1", "THERMO", d.seed.Token, 10), jobs.ErrUnavailable, dmsapi.CodeUnavailable},
+		{"connection dropped", func(*testing.T) { d.gate.mode.Store(drop) }, activate(c, "WO-1", "THERMO", d.seed.Token, 10), jobs.ErrUnavailable, ""},
 	}
 	sentinels := []error{jobs.ErrUnavailable, jobs.ErrTokenSpent, jobs.ErrTokenExpired, jobs.ErrTokenRevoked, jobs.ErrTokenInvalid,
 		jobs.ErrLockedElsewhere, jobs.ErrArchived, jobs.ErrUnauthorized, jobs.ErrNotFound}

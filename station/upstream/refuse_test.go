@@ -108,6 +108,66 @@ func TestSyncerSetsAsideRefusedEvent(t *testing.T) {
 	}
 }
 
+// TestSyncerSetsAsideEventOfAnotherWorkOrder journals events of the
+// station's work order, of another station's, of one the DMS does not
+// know, and of none, on both stores: the DMS refuses the two it may not
+// take from this station with 422 naming their seq and field work_order,
+// in the same words, and the syncer sets each aside and syncs the rest.
+func TestSyncerSetsAsideEventOfAnotherWorkOrder(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			d := newTestDMSOn(t, b.dsn(t))
+			_, err := d.svc.CreateWorkOrder(ctx, dms.WorkOrderSpec{ID: "WO-2", Product: "THERMO", Bundle: "2.0", Quantity: 1,
+				TokenID: d.seed.TokenID, Stations: []string{"st-9"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &logBuffer{}
+			c := d.client(t, logs)
+			j := openJournal(t, t.TempDir(), logs)
+			defer j.Close()
+			step := func(wo, dev string) journal.Event {
+				return journal.Event{Kind: journal.KindStep, WorkOrder: wo, Slot: "S01", Device: dev, Step: "identify", Status: journal.StatusPassed}
+			}
+			if _, err := j.Append(ctx,
+				step("WO-1", "D1"),
+				step("WO-2", "D2"),
+				journal.Event{Kind: journal.KindOperator, Operator: "ana", Status: journal.StatusInfo},
+				step("WO-NONE", "D3"),
+				step("WO-1", "D4"),
+			); err != nil {
+				t.Fatalf("Append = %v", err)
+			}
+			s := NewSyncer(c, j, fastSync)
+			if err := s.Flush(ctx); err != nil {
+				t.Fatalf("Flush = %v, want the refused events set aside and the rest synced", err)
+			}
+			refusals, err := j.Refusals(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refused []int64
+			for _, r := range refusals {
+				refused = append(refused, r.Seq)
+				if r.Field != "work_order" {
+					t.Errorf("refusal of %d: field %q, want work_order", r.Seq, r.Field)
+				}
+			}
+			if !slices.Equal(refused, []int64{2, 4}) {
+				t.Fatalf("Refusals = %+v, want seq 2 (another station's work order) and 4 (none the DMS knows)", refusals)
+			}
+			if a, b := strings.ReplaceAll(refusals[0].Reason, "seq 2", "seq N"), strings.ReplaceAll(refusals[1].Reason, "seq 4", "seq N"); a != b {
+				t.Errorf("refusals read %q and %q: the station must not tell another station's work order from none", a, b)
+			}
+			if want, got := []int64{1, 3, 5, 6, 7}, dmsSeqs(t, d.svc); !slices.Equal(got, want) {
+				t.Errorf("DMS holds seqs %v, want %v", got, want)
+			}
+		})
+	}
+}
+
 // dmsSeqs returns the seqs the DMS holds of the test station.
 func dmsSeqs(t *testing.T, svc *dms.Service) []int64 {
 	t.Helper()

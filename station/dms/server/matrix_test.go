@@ -180,6 +180,9 @@ type authCall struct {
 	// ghost is a record the call names and an id of its kind that names
 	// nothing: a 404 must read the same for both.
 	ghost [2]string
+	// seq is the sequence number of the one event an events batch
+	// sends, which a refusal names.
+	seq int64
 }
 
 // text is the call's path and body, as sent.
@@ -414,6 +417,9 @@ func (w *authWorld) checkAnswer(t *testing.T, c authCall, column string, want in
 type scopeTarget struct {
 	workOrder, product string
 	hw                 flasher.HardwareID
+	// token is the activation token's secret an activation carries;
+	// empty, THERMO's token, the one WO-1 names.
+	token string
 }
 
 // scopeCases are the rows of docs/api.md's table of a station key's
@@ -421,7 +427,7 @@ type scopeTarget struct {
 // changes it.
 func scopeCases() map[string]func(w *authWorld) scopeTarget {
 	fixed := func(wo, product string, hw flasher.HardwareID) func(*authWorld) scopeTarget {
-		return func(*authWorld) scopeTarget { return scopeTarget{wo, product, hw} }
+		return func(*authWorld) scopeTarget { return scopeTarget{workOrder: wo, product: product, hw: hw} }
 	}
 	return map[string]func(w *authWorld) scopeTarget{
 		"a work order assigned to its station":           fixed("WO-1", "THERMO", devActivated),
@@ -429,11 +435,19 @@ func scopeCases() map[string]func(w *authWorld) scopeTarget {
 		"a work order assigned to another station":       fixed("WO-3", "THERMO", devActivated),
 		"a work order whose stations were all taken off": fixed("WO-4", "THERMO", devActivated),
 		"a work order that has never listed a station (and takes it)": func(w *authWorld) scopeTarget {
-			return scopeTarget{w.newWorkOrder(nil), "THERMO", devActivated}
+			return scopeTarget{workOrder: w.newWorkOrder(nil), product: "THERMO", hw: devActivated}
 		},
 		"no work order":                        fixed("", "THERMO", devActivated),
 		"its work order, with another product": fixed("WO-1", "OTHER", devActivated),
 		"its work order, with a device that work order did not activate": fixed("WO-1", "THERMO", devClaimed),
+		"its work order, with another activation token of its product": func(w *authWorld) scopeTarget {
+			_, secret, err := w.svc.CreateToken(w.ctx, "THERMO", 5, time.Time{})
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			w.secrets["another token of THERMO"] = secret.Reveal()
+			return scopeTarget{"WO-1", "THERMO", devGhost, secret.Reveal()}
+		},
 	}
 }
 
@@ -446,12 +460,20 @@ func (w *authWorld) scopeCall(t *testing.T, call string, tg scopeTarget) authCal
 	case "POST /v1/preflight":
 		return authCall{method: "POST", path: "/v1/preflight", body: jobs.PreflightRequest{WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw}}
 	case "POST /v1/activate":
+		token := tg.token
+		if token == "" {
+			token = w.token
+		}
 		return authCall{method: "POST", path: "/v1/activate", body: dmsapi.ActivateRequest{
-			WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw, FirmwareVersion: "1.0.0", Token: w.token}}
+			WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw, FirmwareVersion: "1.0.0", Token: token}}
 	case "POST /v1/lock":
 		return authCall{method: "POST", path: "/v1/lock", body: jobs.LockRequest{WorkOrder: tg.workOrder, Product: tg.product, HardwareID: tg.hw}}
 	case "POST /v1/complete":
 		return authCall{method: "POST", path: "/v1/complete", body: jobs.CompleteRequest{WorkOrder: tg.workOrder, HardwareID: tg.hw, Serial: w.serial}}
+	case "POST /v1/stations/{station}/events":
+		e := stepEvent("line-1", w.count(), string(tg.hw), "flash", journal.StatusPassed)
+		e.WorkOrder = tg.workOrder
+		return authCall{method: "POST", path: "/v1/stations/line-1/events", body: dmsapi.IngestRequest{Events: []journal.Event{e}}, seq: e.Seq}
 	}
 	t.Fatalf("docs/api.md: TestStationScope does not know the call %q: teach scopeCall it", call)
 	return authCall{}
@@ -462,7 +484,9 @@ func (w *authWorld) scopeCall(t *testing.T, call string, tg scopeTarget) authCal
 // table names, and checks each answer's status against the table, on
 // SQLite and on PostgreSQL. A work order that does not exist, one of
 // another station and one whose stations were taken off must be refused
-// in the same words, but for the id.
+// in the same words, but for the id (and an event's seq); an event
+// refused is named by its seq and field, so that the station sets it
+// aside.
 func TestStationScope(t *testing.T) {
 	tab := readDocTable(t, "a station key's call names", "GET /v1/work-orders/{id}")
 	cases := scopeCases()
@@ -497,12 +521,23 @@ func TestStationScope(t *testing.T) {
 						t.Run(call, func(t *testing.T) {
 							w.t = t
 							tg := cases[row.cells[0]](w)
-							body := w.checkAnswer(t, w.scopeCall(t, call, tg), "station", want)
+							c := w.scopeCall(t, call, tg)
+							body := w.checkAnswer(t, c, "station", want)
+							if c.seq > 0 && want == 422 {
+								var e dmsapi.Error
+								if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != dmsapi.CodeInvalid || e.Error.Field != "work_order" || e.Error.Seq != c.seq {
+									t.Errorf("%s as station = %s, want %s naming field work_order and seq %d, which the station sets aside", call, body, dmsapi.CodeInvalid, c.seq)
+								}
+							}
 							if slices.Contains(alike, row.cells[0]) {
 								if refusals[call] == nil {
 									refusals[call] = map[string]string{}
 								}
-								refusals[call][row.cells[0]] = strings.ReplaceAll(string(body), tg.workOrder, "{id}")
+								words := strings.ReplaceAll(string(body), tg.workOrder, "{id}")
+								if c.seq > 0 {
+									words = strings.NewReplacer(fmt.Sprintf("seq %d", c.seq), "seq {seq}", fmt.Sprintf(`"seq":%d`, c.seq), `"seq":{seq}`).Replace(words)
+								}
+								refusals[call][row.cells[0]] = words
 							}
 						})
 					}

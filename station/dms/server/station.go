@@ -140,7 +140,12 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request, p dms.Principal)
 	if err := checkBatchText(body, req.Events); err != nil {
 		return err
 	}
-	res, err := s.svc.IngestEvents(r.Context(), station, req.Events)
+	ingest := s.svc.IngestEvents
+	if p.Role == dms.RoleStation {
+		// A station key reports on its own work orders only.
+		ingest = s.svc.IngestStationEvents
+	}
+	res, err := ingest(r.Context(), station, req.Events)
 	if err != nil {
 		return err
 	}
