@@ -108,7 +108,7 @@ func (s *Service) ingest(ctx context.Context, station string, events []journal.E
 			ok, seen := reach[e.WorkOrder]
 			if !seen {
 				var took bool
-				ok, took, err = reportsTo(ctx, t, station, e.WorkOrder, now)
+				ok, took, err = reportsTo(ctx, t, station, e.WorkOrder, e.Seq, now)
 				if err != nil {
 					return fmt.Errorf("check event %d's work order: %w", e.Seq, err)
 				}
@@ -140,9 +140,13 @@ func (s *Service) ingest(ctx context.Context, station string, events []journal.E
 
 // reportsTo reports whether station may send events of work order id, in
 // the write transaction t: the work order lists station, or has never
-// listed one and now lists station (took). A work order that does not
-// exist, or is another station's, is not ok.
-func reportsTo(ctx context.Context, t *tx, station, id, now string) (ok, took bool, err error) {
+// listed one and now lists station (took), or station worked under it
+// before an administrator took it off (the DMS holds station's events of
+// it, other than event seq being stored now, or devices it activated
+// under it), so that the backlog a station recorded while assigned is
+// never refused. A work order that does not exist, or was only ever
+// another station's, is not ok.
+func reportsTo(ctx context.Context, t *tx, station, id string, seq int64, now string) (ok, took bool, err error) {
 	// Most batches find the station listed: a read, with no row lock.
 	_, take, err := stationWorkOrder(ctx, t, station, id, "")
 	if err == nil && take {
@@ -150,7 +154,13 @@ func reportsTo(ctx context.Context, t *tx, station, id, now string) (ok, took bo
 	}
 	switch {
 	case isFailure(err) && errors.Is(err, jobs.ErrNotFound):
-		return false, false, nil
+		var before bool
+		err = t.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM station_events WHERE work_order = $1 AND station = $2 AND seq <> $3)
+			OR EXISTS (SELECT 1 FROM device_events WHERE work_order = $1 AND station = $2)`, id, station, seq).Scan(&before)
+		if err != nil {
+			return false, false, fmt.Errorf("work order %s's history at station %s: %w", id, station, err)
+		}
+		return before, false, nil
 	case err != nil:
 		return false, false, err
 	}

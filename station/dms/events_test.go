@@ -170,6 +170,7 @@ func TestIngestStationEvents(t *testing.T) {
 		for _, id := range []string{"WO-OPEN", "WO-OPEN-2", "WO-OPEN-3"} {
 			addWorkOrder(t, s, id, "P", tok)
 		}
+		addWorkOrder(t, s, "WO-LATER", "P", tok, "line-1")
 
 		var seq int64
 		event := func(wo string) journal.Event {
@@ -197,6 +198,14 @@ func TestIngestStationEvents(t *testing.T) {
 				}
 			}
 		}
+		takenOffAfterWork := func(t *testing.T) {
+			if _, err := s.IngestStationEvents(ctx, "line-1", []journal.Event{event("WO-LATER")}); err != nil {
+				t.Fatalf("IngestStationEvents(WO-LATER) while assigned = %v", err)
+			}
+			if err := s.UnassignStation(ctx, "WO-LATER", "line-1"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		tests := []struct {
 			name       string
 			first      func(t *testing.T) // if set, done before the batch
@@ -212,6 +221,8 @@ func TestIngestStationEvents(t *testing.T) {
 			{"a work order that does not exist", nil, []string{"WO-OWN", "WO-NONE", "WO-OWN"}, 1, nil},
 			{"another station's work order", nil, []string{"WO-OTHER"}, 0, nil},
 			{"a work order it was taken off", nil, []string{"", "WO-OFF"}, 1, nil},
+			{"the backlog of a work order it was taken off after working under it", takenOffAfterWork, []string{"WO-LATER", "WO-OWN"}, -1,
+				map[string][]string{"WO-LATER": nil}},
 			{"a work order id that is no id", nil, []string{"WO NONE"}, 0, nil},
 			{"a refused batch takes nothing", nil, []string{"WO-OPEN-2", "WO-OTHER"}, 1,
 				map[string][]string{"WO-OPEN-2": nil}},
