@@ -13,6 +13,7 @@ import (
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/gofont/gobold"
 	"golang.org/x/image/font/opentype"
+	"golang.org/x/image/font/sfnt"
 	"golang.org/x/image/math/fixed"
 )
 
@@ -48,67 +49,96 @@ func squeeze(r rune) float64 {
 	return 0.88
 }
 
-// goBold is the parsed Go Bold font and the height of its capital H per
-// point of size. The font is compiled into the binary: failing to parse it
-// is a build defect, not a run-time condition.
-var goBold = sync.OnceValues(func() (*opentype.Font, float64) {
+// labelFont is Go Bold with what the layout measures it by.
+type labelFont struct {
+	f *opentype.Font
+	// capPerEm is the height of its capital H per em.
+	capPerEm float64
+	// ascii holds the advance widths of ASCII, per em.
+	ascii [128]float64
+}
+
+// goBold is the parsed Go Bold font. The font is compiled into the binary:
+// failing to parse it is a build defect, not a run-time condition.
+var goBold = sync.OnceValue(func() *labelFont {
 	f, err := opentype.Parse(gobold.TTF)
 	if err != nil {
 		panic(fmt.Sprintf("label font: %v", err))
 	}
-	const ref = 1000
-	fc, err := opentype.NewFace(f, &opentype.FaceOptions{Size: ref, DPI: 72, Hinting: font.HintingNone})
+	lf := &labelFont{f: f}
+	var buf sfnt.Buffer
+	upm := fixed.Int26_6(f.UnitsPerEm()) << 6
+	i, err := f.GlyphIndex(&buf, 'H')
+	if err != nil || i == 0 {
+		panic(fmt.Sprintf("label font has no H: %v", err))
+	}
+	segs, err := f.LoadGlyph(&buf, i, upm, nil)
 	if err != nil {
 		panic(fmt.Sprintf("label font: %v", err))
 	}
-	defer fc.Close()
-	b, _, ok := fc.GlyphBounds('H')
-	if !ok {
-		panic("label font has no H")
+	hb := segs.Bounds()
+	lf.capPerEm = float64(hb.Max.Y-hb.Min.Y) / float64(upm)
+	for r := range lf.ascii {
+		lf.ascii[r] = lf.advance(&buf, rune(r))
 	}
-	return f, float64(b.Max.Y-b.Min.Y) / 64 / ref
+	return lf
 })
 
-// face returns Go Bold at the size whose capitals are capHeight*h tall,
-// unhinted so that widths scale with h. The caller closes it.
+// advance returns r's advance width per em (0 for a rune the font lacks,
+// as for a control character).
+func (lf *labelFont) advance(buf *sfnt.Buffer, r rune) float64 {
+	if r >= 0 && int(r) < len(lf.ascii) && lf.ascii[r] != 0 {
+		return lf.ascii[r]
+	}
+	upm := fixed.Int26_6(lf.f.UnitsPerEm()) << 6
+	i, err := lf.f.GlyphIndex(buf, r)
+	if err != nil {
+		return 0
+	}
+	a, err := lf.f.GlyphAdvance(buf, i, upm, font.HintingNone)
+	if err != nil {
+		return 0
+	}
+	return float64(a) / float64(upm)
+}
+
+// em returns the em size, in dots, that gives font height h.
+func (lf *labelFont) em(h int) float64 { return capHeight * float64(h) / lf.capPerEm }
+
+// face returns Go Bold at font height h (its capitals capHeight*h tall),
+// unhinted so that it draws at the widths the layout measures. The caller
+// closes it.
 func face(h int) font.Face {
-	f, capPerPt := goBold()
-	fc, err := opentype.NewFace(f, &opentype.FaceOptions{Size: capHeight * float64(h) / capPerPt, DPI: 72, Hinting: font.HintingNone})
+	lf := goBold()
+	fc, err := opentype.NewFace(lf.f, &opentype.FaceOptions{Size: lf.em(h), DPI: 72, Hinting: font.HintingNone})
 	if err != nil {
 		panic(fmt.Sprintf("label font at %d dots: %v", h, err))
 	}
 	return fc
 }
 
-// textWidth returns the width of text at font height h, in dots.
+// textWidth returns the width of text at font height h, in dots, each
+// glyph squeezed to font 0's width.
 func textWidth(text string, h int) int {
-	fc := face(h)
-	defer fc.Close()
-	return width(fc, text)
-}
-
-// width returns text's width in dots with each glyph squeezed.
-func width(fc font.Face, text string) int {
+	lf := goBold()
+	var buf sfnt.Buffer
 	w := 0.0
 	for _, r := range text {
-		a, _ := fc.GlyphAdvance(r)
-		w += float64(a) / 64 * squeeze(r)
+		w += lf.advance(&buf, r) * squeeze(r)
 	}
-	return int(math.Ceil(w))
+	return int(math.Ceil(w * lf.em(h)))
 }
 
 // clip shortens text, ending it with an ellipsis, until it fits w dots at
 // height h. It cuts between runes, never inside one.
 func clip(text string, h, w int) string {
-	fc := face(h)
-	defer fc.Close()
-	if width(fc, text) <= w {
+	if textWidth(text, h) <= w {
 		return text
 	}
 	for text != "" {
 		_, n := utf8.DecodeLastRuneInString(text)
 		text = text[:len(text)-n]
-		if s := strings.TrimRight(text, " ") + ellipsis; width(fc, s) <= w {
+		if s := strings.TrimRight(text, " ") + ellipsis; textWidth(s, h) <= w {
 			return s
 		}
 	}
@@ -122,18 +152,19 @@ func drawField(img *image.Gray, f field) error {
 	if f.text == "" {
 		return nil
 	}
+	lf := goBold()
+	var buf sfnt.Buffer
 	fc := face(f.h)
 	defer fc.Close()
 	m := fc.Metrics()
 	asc, desc := m.Ascent.Ceil(), m.Descent.Ceil()
 	x := float64(f.x)
 	if f.center {
-		x += float64(f.w-width(fc, f.text)) / 2
+		x += float64(f.w-textWidth(f.text, f.h)) / 2
 	}
 	baseline := f.y + int(math.Round(capHeight*float64(f.h)))
 	for _, r := range f.text {
-		a, _ := fc.GlyphAdvance(r)
-		adv, s := float64(a)/64, squeeze(r)
+		adv, s := lf.advance(&buf, r)*lf.em(f.h), squeeze(r)
 		wide := image.NewAlpha(image.Rect(0, 0, int(math.Ceil(adv))+2, asc+desc))
 		d := font.Drawer{Dst: wide, Src: image.Opaque, Face: fc, Dot: fixed.P(1, asc)}
 		d.DrawString(string(r))

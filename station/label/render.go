@@ -35,6 +35,21 @@ func (r Renderer) ZPL(l jobs.Label) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return lo.zpl(), nil
+}
+
+// PNG renders l as a 812x406 grayscale PNG from the same layout as ZPL, for
+// the kiosk preview and the label folder.
+func (r Renderer) PNG(l jobs.Label) ([]byte, error) {
+	lo, err := r.layout(l)
+	if err != nil {
+		return nil, err
+	}
+	return lo.png()
+}
+
+// zpl renders the layout as ZPL II (Renderer.ZPL).
+func (lo layout) zpl() []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "^XA\n^CI28\n^PW%d\n^LL%d\n", Width, Height)
 	for _, f := range append(lo.fields, lo.human) {
@@ -58,16 +73,11 @@ func (r Renderer) ZPL(l jobs.Label) ([]byte, error) {
 		fmt.Fprintf(&b, "^PQ%d\n", lo.copies)
 	}
 	b.WriteString("^XZ\n")
-	return []byte(b.String()), nil
+	return []byte(b.String())
 }
 
-// PNG renders l as a 812x406 grayscale PNG from the same layout as ZPL, for
-// the kiosk preview and the label folder.
-func (r Renderer) PNG(l jobs.Label) ([]byte, error) {
-	lo, err := r.layout(l)
-	if err != nil {
-		return nil, err
-	}
+// png renders the layout as a PNG (Renderer.PNG).
+func (lo layout) png() ([]byte, error) {
 	img := image.NewGray(image.Rect(0, 0, Width, Height))
 	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
 	for _, f := range append(lo.fields, lo.human) {
@@ -82,8 +92,7 @@ func (r Renderer) PNG(l jobs.Label) ([]byte, error) {
 		}
 		x += barModule
 	}
-	m := lo.code
-	m, err = barcode.Scale(m, m.Bounds().Dx()*lo.module, m.Bounds().Dy()*lo.module)
+	m, err := barcode.Scale(lo.code, lo.code.Bounds().Dx()*lo.module, lo.code.Bounds().Dy()*lo.module)
 	if err != nil {
 		return nil, fmt.Errorf("label 2D code: %w", err)
 	}
