@@ -60,26 +60,33 @@ ensure_go() {
 	export PATH
 }
 
-# ESPTOOLJS_DIR holds the simulator's interoperability test with
-# Espressif's esptool-js (fixtures/sim/esptooljs_test.go).
+# The tests' Node.js folders, each with a package.json and the
+# package-lock.json that pins it. ESPTOOLJS_DIR holds the simulator's
+# interoperability test with Espressif's esptool-js
+# (fixtures/sim/esptooljs_test.go); ZPLRENDERERJS_DIR the label's with
+# zpl-renderer-js, an independent ZPL renderer
+# (station/label/zplrenderer_test.go).
 ESPTOOLJS_DIR="$ROOT/fixtures/sim/testdata/esptooljs"
+ZPLRENDERERJS_DIR="$ROOT/station/label/testdata/zplrendererjs"
 
-# ensure_node_modules: Node.js 18 or later and npm (Debian's packages when
-# either command is missing), then the esptool-js that package-lock.json
-# pins, installed with npm ci when node_modules is missing or older than
-# the lock file (npm ci writes node_modules/.package-lock.json last).
+# ensure_node_modules DIR: Node.js 18 or later and npm (Debian's packages
+# when either command is missing), then the packages DIR's
+# package-lock.json pins, installed with npm ci when DIR/node_modules is
+# missing or older than the lock file (npm ci writes
+# node_modules/.package-lock.json last).
 ensure_node_modules() {
+	local dir=$1
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 		ensure_packages nodejs npm
 	fi
 	if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; then
-		echo "Node.js $(node --version) is too old for esptool-js: need 18 or later" >&2
+		echo "Node.js $(node --version) is too old for ${dir#"$ROOT"/}: need 18 or later" >&2
 		return 1
 	fi
-	local stamp="$ESPTOOLJS_DIR/node_modules/.package-lock.json"
-	if [ ! -e "$stamp" ] || [ "$ESPTOOLJS_DIR/package-lock.json" -nt "$stamp" ]; then
-		say "installing esptool-js (npm ci in ${ESPTOOLJS_DIR#"$ROOT"/})"
-		(cd "$ESPTOOLJS_DIR" && npm ci --no-audit --no-fund)
+	local stamp="$dir/node_modules/.package-lock.json"
+	if [ ! -e "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+		say "installing ${dir#"$ROOT"/}'s node modules (npm ci)"
+		(cd "$dir" && npm ci --no-audit --no-fund)
 	fi
 }
 

@@ -1,14 +1,17 @@
 // Package label renders device labels and sends them to printers.
 //
-// A label is rendered as ZPL II for Zebra-compatible printers. Every field
-// value goes through ^FH hex escaping, so a value can never inject ZPL
-// commands (a serial number holding "^XZ" prints as text).
+// A label is laid out once (layout.go: every line of text, the Code 128
+// with its code sets, the 2D code, in dots) and that layout is rendered as
+// ZPL II for Zebra-compatible printers and as PNG for the preview, so the
+// preview is the print; the printers' fit check reads the same layout.
+// Every field value goes through ^FH hex escaping, so a value can never
+// inject ZPL commands (a serial number holding "^XZ" prints as text).
 //
 // In the pipeline it serves the label step: the station prints one label
 // per device once the device is activated and locked.
 //
-// Reference: ZPL II Programming Guide (^XA, ^FO, ^A0, ^FB, ^FH, ^FD, ^FS,
-// ^BC, ^BQ, ^BX, ^PQ, ^XZ, ~HS).
+// Reference: ZPL II Programming Guide (^XA, ^CI, ^FO, ^A0, ^FB, ^FH, ^FD,
+// ^FS, ^BY, ^BC mode N and its invocation codes, ^BQ, ^BX, ^PQ, ^XZ, ~HS).
 package label
 
 import (
@@ -82,9 +85,10 @@ func (s *DirSink) Status(ctx context.Context) error {
 // Reachable reports whether labels can be written (Status).
 func (s *DirSink) Reachable(ctx context.Context) error { return s.Status(ctx) }
 
-// Check reports whether l can be rendered, without writing it.
+// Check reports whether l can be rendered (it fits the label), without
+// writing it.
 func (s *DirSink) Check(l jobs.Label) error {
-	_, err := s.Renderer.ZPL(l)
+	_, err := s.Renderer.layout(l)
 	return err
 }
 
@@ -95,11 +99,12 @@ func (s *DirSink) Print(ctx context.Context, l jobs.Label) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	z, err := s.Renderer.ZPL(l)
+	lo, err := s.Renderer.layout(l)
 	if err != nil {
 		return err
 	}
-	img, err := s.Renderer.PNG(l)
+	z := lo.zpl()
+	img, err := lo.png()
 	if err != nil {
 		return err
 	}

@@ -1,27 +1,15 @@
 package label
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"image"
-	"image/color"
-	"image/draw"
-	"image/png"
-	"strings"
-	"sync"
 
 	"github.com/boombuler/barcode"
-	"github.com/boombuler/barcode/code128"
 	"github.com/boombuler/barcode/datamatrix"
 	"github.com/boombuler/barcode/qr"
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/gofont/gobold"
-	"golang.org/x/image/font/gofont/goregular"
-	"golang.org/x/image/font/opentype"
-	"golang.org/x/image/math/fixed"
 
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/label/code128"
 )
 
 // Template names a label layout variant (jobs.Label.Template).
@@ -44,11 +32,11 @@ const (
 	Height = 406
 )
 
-// Layout positions, in dots from the label's top left corner. ZPL and PNG
-// use the same numbers.
+// Layout constants, in dots from the label's top left corner unless said
+// otherwise.
 const (
 	textX       = 30
-	textMaxX    = 520 // text must stay left of the 2D code's quiet zone
+	textMaxX    = 520 // text stays left of the 2D code's quiet zone
 	barX        = 30
 	barModule   = 2 // ^BY2
 	codeX       = 580
@@ -57,36 +45,45 @@ const (
 	dmModule    = 8 // ^BXN,8,200
 	quietCode1D = 10
 	quietCode2D = 4
+	humanH      = 22 // the barcode's human-readable line
+	humanMinH   = 16 // … shrunk at most to this before it is clipped
+	humanGap    = 6  // between the bars and the human-readable line
 )
 
-// textLine is one line of human-readable text.
-type textLine struct {
-	y, h int
-	bold bool
+// productNameH are the heights the product name tries, largest first;
+// at the last it is clipped.
+var productNameH = []int{38, 32, 26}
+
+// field is one line of text: the same in the ZPL (^FO x,y ^A0N,h,h, and
+// ^FB w,1,0,C when centred) and in the PNG (font0 at height h).
+type field struct {
+	x, y, w int // the box: left, top (the capitals' top) and width
+	h       int // font height in dots
+	center  bool
+	// text is one line that fits w in font0 (fit): never wrapped by a
+	// printer, never clipped by the PNG.
 	text string
 }
 
-// Renderer renders labels. The zero value renders every template except
-// "gs1" for part numbers that are not a 14-digit GTIN.
-type Renderer struct {
-	// GTIN is the 14-digit GS1 trade item number used by the "gs1"
-	// template when the part number is not itself a GTIN.
-	GTIN string
+// layout is a label resolved from its template and laid out in dots: the
+// one model that ZPL, PNG and the fit check all read.
+type layout struct {
+	fields []field
+	// bar is the 1D barcode, drawn barModule dots per module from
+	// (barX, barY) down barHeight dots; human is its human-readable line.
+	bar             code128.Symbol
+	barY, barHeight int
+	human           field
+	// matrix is "qr" or "datamatrix"; matrixData its content; code the
+	// encoded symbol, drawn module dots per module at (codeX, codeY).
+	matrix, matrixData string
+	code               barcode.Barcode
+	module             int
+	copies             int
 }
 
-// design is a label resolved from a template: everything needed to draw it.
-type design struct {
-	lines []textLine
-	// bar is the Code 128 content as ZPL ^FD data; barData the content
-	// for the encoder (FNC1 as code128.FNC1); barHuman the text under it.
-	bar, barMode, barData, barHuman string
-	// matrix is "qr" or "datamatrix"; matrixData its content.
-	matrix, matrixData string
-	copies             int
-	// barY and barHeight place the 1D barcode; bc is its symbol.
-	barY, barHeight int
-	bc              barcode.Barcode
-}
+// barWidth is the 1D barcode's width in dots.
+func (lo layout) barWidth() int { return lo.bar.Modules() * barModule }
 
 // CheckTemplate reports whether name is a known template, so a work order
 // can be refused before any device is flashed.
@@ -98,63 +95,102 @@ func CheckTemplate(name string) error {
 	return fmt.Errorf("unknown label template %q: use %q, %q or %q", name, TemplateDefault, TemplateDataMatrix, TemplateGS1)
 }
 
-func (r Renderer) design(l jobs.Label) (design, error) {
+// layout resolves l's template and lays it out, or says why l does not
+// fit the label.
+func (r Renderer) layout(l jobs.Label) (layout, error) {
 	if err := CheckTemplate(l.Template); err != nil {
-		return design{}, err
-	}
-	d := design{
-		bar: l.Serial, barMode: "N", barData: l.Serial, barHuman: l.Serial,
-		matrix: "qr", matrixData: l.Serial + "|" + string(l.HardwareID),
-		copies: l.Copies,
+		return layout{}, err
 	}
 	if l.Serial == "" {
-		return design{}, errors.New("label has no serial number: the device must have a serial before its label is printed")
+		return layout{}, errors.New("label has no serial number: the device must have a serial before its label is printed")
 	}
+	lo := layout{matrix: "qr", matrixData: l.Serial + "|" + string(l.HardwareID), module: qrModule, copies: l.Copies}
+	barData, human := l.Serial, l.Serial
 	switch l.Template {
 	case TemplateDataMatrix:
-		d.matrix = "datamatrix"
+		lo.matrix, lo.module = "datamatrix", dmModule
 	case TemplateGS1:
-		d.matrix = "datamatrix"
+		lo.matrix, lo.module = "datamatrix", dmModule
 		gtin := l.PartNumber
 		if !isGTIN(gtin) {
 			gtin = r.GTIN
 		}
 		if !isGTIN(gtin) {
-			return design{}, fmt.Errorf("gs1 label for %s: part number %q is not a 14-digit GTIN and no valid GTIN is configured: set the product's GTIN or use the %q template", l.Serial, l.PartNumber, TemplateDefault)
+			return layout{}, fmt.Errorf("gs1 label for %s: part number %q is not a 14-digit GTIN and no valid GTIN is configured: set the product's GTIN or use the %q template", l.Serial, l.PartNumber, TemplateDefault)
 		}
 		if !gs1Serial(l.Serial) {
-			return design{}, fmt.Errorf("gs1 label: serial %q cannot go in AI (21) (1-20 letters, digits, '-', '.', '/'): use the %q template", l.Serial, TemplateDefault)
+			return layout{}, fmt.Errorf("gs1 label: serial %q cannot go in AI (21) (1-20 letters, digits, '-', '.', '/'): use the %q template", l.Serial, TemplateDefault)
 		}
-		// ZPL ^BC mode D (UCC/EAN): parentheses mark AIs, the printer adds
-		// FNC1 after the start code and prints "(01)…(21)…".
-		d.bar = "(01)" + gtin + "(21)" + l.Serial
-		d.barMode = "D"
-		d.barData = string(code128.FNC1) + "01" + gtin + "21" + l.Serial
-		d.barHuman = d.bar
+		// GS1-128: FNC1 first, then AI (01) GTIN and AI (21) serial; (21)
+		// is last, so no FNC1 separator ends it. The human-readable line
+		// shows the AIs in parentheses (GS1 General Specifications 5.4.4.5).
+		barData = string(code128.FNC1) + "01" + gtin + "21" + l.Serial
+		human = "(01)" + gtin + "(21)" + l.Serial
 	}
-	bc, err := code128.Encode(d.barData) // FNC1 is code128.FNC1
+	var err error
+	if lo.bar, err = code128.Encode(barData); err != nil {
+		return layout{}, fmt.Errorf("label barcode for %q: %w", human, err)
+	}
+	switch lo.matrix {
+	case "qr":
+		lo.code, err = qr.Encode(lo.matrixData, qr.M, qr.Auto)
+	case "datamatrix":
+		lo.code, err = datamatrix.Encode(lo.matrixData)
+	}
 	if err != nil {
-		return design{}, fmt.Errorf("label barcode for %q: %w", d.barHuman, err)
+		return layout{}, fmt.Errorf("label 2D code: %w", err)
 	}
-	d.bc = bc
-	w := bc.Bounds().Dx() * barModule
-	texts := []string{l.ProductName, "P/N " + l.PartNumber, "ID " + string(l.HardwareID),
-		"FW " + l.FirmwareVersion + "   WO " + l.WorkOrder, dateText(l) + "  " + l.Station + "/" + l.Slot}
+	codeW, codeH := lo.code.Bounds().Dx()*lo.module, lo.code.Bounds().Dy()*lo.module
+	if codeX+codeW+quietCode2D*lo.module > Width || codeY+codeH > Height {
+		return layout{}, fmt.Errorf("label 2D code data %q is too long for the label", lo.matrixData)
+	}
+	// The 1D barcode and the text stay clear of the 2D code's quiet zone
+	// (the DataMatrix's, the wider one, for every template).
+	codeLeft := codeX - quietCode2D*dmModule
+	w := lo.barWidth()
+	var rows []int // tops of the five text lines
+	rightOfBar := codeLeft
 	switch {
-	case barX+w <= codeX-quietCode2D*dmModule:
+	case barX+w <= codeLeft:
 		// Barcode beside the 2D code, text above and below it.
-		d.barY, d.barHeight = 100, 80
-		d.lines = []textLine{{20, 38, true, texts[0]}, {64, 26, false, texts[1]},
-			{230, 26, false, texts[2]}, {264, 26, false, texts[3]}, {298, 22, false, texts[4]}}
+		lo.barY, lo.barHeight = 100, 80
+		rows = []int{20, 64, 230, 264, 298}
 	case barX+w <= Width-quietCode1D*barModule:
 		// A long barcode (GS1) gets a full-width row under the 2D code.
-		d.barY, d.barHeight = 250, 100
-		d.lines = []textLine{{20, 38, true, texts[0]}, {64, 26, false, texts[1]},
-			{100, 26, false, texts[2]}, {134, 26, false, texts[3]}, {168, 22, false, texts[4]}}
+		lo.barY, lo.barHeight = 250, 100
+		rows = []int{20, 64, 100, 134, 168}
+		rightOfBar = Width
 	default:
-		return design{}, fmt.Errorf("barcode %q is too long for the label: shorten the serial number format", d.barHuman)
+		return layout{}, fmt.Errorf("barcode %q is too long for the label (%d dots wide, room for %d): shorten the serial number format", human, w, Width-quietCode1D*barModule-barX)
 	}
-	return d, nil
+	lines := []string{"P/N " + l.PartNumber, "ID " + string(l.HardwareID),
+		"FW " + l.FirmwareVersion + "   WO " + l.WorkOrder, dateText(l) + "  " + l.Station + "/" + l.Slot}
+	heights := []int{26, 26, 26, 22}
+	lo.fields = append(lo.fields, fitShrinking(field{x: textX, y: rows[0], w: textMaxX - textX}, l.ProductName, productNameH))
+	for i, s := range lines {
+		lo.fields = append(lo.fields, fitShrinking(field{x: textX, y: rows[i+1], w: textMaxX - textX}, s, heights[i:i+1]))
+	}
+	// The human-readable line is centred under the bars, in a box as wide
+	// as the room on either side of their centre allows.
+	c := barX + w/2
+	half := min(c, rightOfBar-c)
+	lo.human = fitShrinking(field{x: c - half, y: lo.barY + lo.barHeight + humanGap, w: 2 * half, center: true},
+		human, []int{humanH, 20, 18, humanMinH})
+	return lo, nil
+}
+
+// fitShrinking sets f's height to the first of heights at which text fits
+// f's width, or the last with text clipped to fit.
+func fitShrinking(f field, text string, heights []int) field {
+	for _, h := range heights {
+		f.h = h
+		if textWidth(text, h) <= f.w {
+			f.text = text
+			return f
+		}
+	}
+	f.text = clip(text, f.h, f.w)
+	return f
 }
 
 func dateText(l jobs.Label) string {
@@ -195,120 +231,4 @@ func gs1Serial(s string) bool {
 		}
 	}
 	return true
-}
-
-// ZPL renders l as ZPL II. Every field value goes through ^FH escaping.
-func (r Renderer) ZPL(l jobs.Label) ([]byte, error) {
-	d, err := r.design(l)
-	if err != nil {
-		return nil, err
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "^XA\n^CI28\n^PW%d\n^LL%d\n", Width, Height)
-	for _, t := range d.lines {
-		fmt.Fprintf(&b, "^FO%d,%d^A0N,%d,%d^FB%d,1,0,L^FH^FD%s^FS\n", textX, t.y, t.h, t.h, textMaxX-textX, Escape(t.text))
-	}
-	fmt.Fprintf(&b, "^FO%d,%d^BY%d^BC%s,%d,Y,N,N,%s^FH^FD%s^FS\n", barX, d.barY, barModule, "N", d.barHeight, d.barMode, Escape(d.bar))
-	switch d.matrix {
-	case "qr":
-		fmt.Fprintf(&b, "^FO%d,%d^BQN,2,%d^FH^FDMA,%s^FS\n", codeX, codeY, qrModule, Escape(d.matrixData))
-	case "datamatrix":
-		fmt.Fprintf(&b, "^FO%d,%d^BXN,%d,200^FH^FD%s^FS\n", codeX, codeY, dmModule, Escape(d.matrixData))
-	}
-	if d.copies > 1 {
-		fmt.Fprintf(&b, "^PQ%d\n", d.copies)
-	}
-	b.WriteString("^XZ\n")
-	return []byte(b.String()), nil
-}
-
-// PNG renders l as a 812x406 grayscale PNG: the same layout as ZPL, for the
-// kiosk preview and the label folder.
-func (r Renderer) PNG(l jobs.Label) ([]byte, error) {
-	d, err := r.design(l)
-	if err != nil {
-		return nil, err
-	}
-	img := image.NewGray(image.Rect(0, 0, Width, Height))
-	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
-	for _, t := range d.lines {
-		if err := drawText(img, textX, t.y, t.h, t.bold, t.text); err != nil {
-			return nil, err
-		}
-	}
-	// Code 128 (or GS1-128) with its human-readable line under it.
-	bc, err := barcode.Scale(d.bc, d.bc.Bounds().Dx()*barModule, d.barHeight)
-	if err != nil {
-		return nil, fmt.Errorf("label barcode: %w", err)
-	}
-	draw.Draw(img, image.Rect(barX, d.barY, barX+bc.Bounds().Dx(), d.barY+d.barHeight), bc, bc.Bounds().Min, draw.Src)
-	if err := drawText(img, barX, d.barY+d.barHeight+6, 22, false, d.barHuman); err != nil {
-		return nil, err
-	}
-	var m barcode.Barcode
-	module := qrModule
-	switch d.matrix {
-	case "qr":
-		m, err = qr.Encode(d.matrixData, qr.M, qr.Auto)
-	case "datamatrix":
-		m, err = datamatrix.Encode(d.matrixData)
-		module = dmModule
-	}
-	if err != nil {
-		return nil, fmt.Errorf("label 2D code: %w", err)
-	}
-	n := m.Bounds().Dx()
-	if codeX+n*module+quietCode2D*module > Width || codeY+m.Bounds().Dy()*module > Height {
-		return nil, fmt.Errorf("label 2D code data %q is too long for the label", d.matrixData)
-	}
-	m, err = barcode.Scale(m, n*module, m.Bounds().Dy()*module)
-	if err != nil {
-		return nil, fmt.Errorf("label 2D code: %w", err)
-	}
-	draw.Draw(img, image.Rect(codeX, codeY, codeX+m.Bounds().Dx(), codeY+m.Bounds().Dy()), m, m.Bounds().Min, draw.Src)
-	var out bytes.Buffer
-	if err := png.Encode(&out, img); err != nil {
-		return nil, fmt.Errorf("label image: %w", err)
-	}
-	return out.Bytes(), nil
-}
-
-type fonts struct{ regular, bold *opentype.Font }
-
-var loadFonts = sync.OnceValues(func() (fonts, error) {
-	r, err := opentype.Parse(goregular.TTF)
-	if err != nil {
-		return fonts{}, fmt.Errorf("label font: %w", err)
-	}
-	b, err := opentype.Parse(gobold.TTF)
-	if err != nil {
-		return fonts{}, fmt.Errorf("label font: %w", err)
-	}
-	return fonts{r, b}, nil
-})
-
-// drawText draws text with its cell top at y and cell height h dots, clipped
-// at textMaxX so it never runs into the 2D code.
-func drawText(img *image.Gray, x, y, h int, bold bool, text string) error {
-	if text == "" {
-		return nil
-	}
-	fs, err := loadFonts()
-	if err != nil {
-		return err
-	}
-	f := fs.regular
-	if bold {
-		f = fs.bold
-	}
-	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: float64(h), DPI: 72, Hinting: font.HintingFull})
-	if err != nil {
-		return fmt.Errorf("label font: %w", err)
-	}
-	defer face.Close()
-	dst := img.SubImage(image.Rect(x, y, textMaxX, y+h+h/3)).(*image.Gray)
-	dr := font.Drawer{Dst: dst, Src: image.NewUniform(color.Black), Face: face,
-		Dot: fixed.P(x, y+face.Metrics().Ascent.Ceil())}
-	dr.DrawString(text)
-	return nil
 }

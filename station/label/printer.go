@@ -311,15 +311,17 @@ type checker interface {
 	Check(l jobs.Label) error
 }
 
-// Check reports whether l can be rendered, without printing it.
+// Check reports whether l can be rendered (it fits the label), without
+// printing it.
 func (p *TCPPrinter) Check(l jobs.Label) error {
-	_, err := p.Renderer.ZPL(l)
+	_, err := p.Renderer.layout(l)
 	return err
 }
 
-// Check reports whether l can be rendered, without printing it.
+// Check reports whether l can be rendered (it fits the label), without
+// printing it.
 func (p *CUPSPrinter) Check(l jobs.Label) error {
-	_, err := p.Renderer.ZPL(l)
+	_, err := p.Renderer.layout(l)
 	return err
 }
 

@@ -3,6 +3,8 @@ package label
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"image"
 	"image/png"
 	"os"
 	"os/exec"
@@ -79,12 +81,13 @@ func TestPNGDecodes(t *testing.T) {
 		zplParts []string
 	}{
 		{"default", Renderer{}, testLabel(""), []string{"CODE-128 THERMO-000001", "QR-Code THERMO-000001|24:0a:c4:00:00:01"}, "",
-			[]string{"^BCN,80,Y,N,N,N^FH^FDTHERMO-000001^FS", "^BQN,2,6^FH^FDMA,THERMO-000001|24:0a:c4:00:00:01^FS"}},
+			[]string{"^BCN,80,N,N,N,N^FH^FD>:THERMO->5000001^FS", "^FO0,186^A0N,22,22^FB372,1,0,C^FH^FDTHERMO-000001^FS",
+				"^BQN,2,6^FH^FDMA,THERMO-000001|24:0a:c4:00:00:01^FS"}},
 		{"default by name", Renderer{}, testLabel("default"), []string{"CODE-128 THERMO-000001", "QR-Code THERMO-000001|24:0a:c4:00:00:01"}, "", nil},
 		{"datamatrix", Renderer{}, testLabel("datamatrix"), []string{"CODE-128 THERMO-000001"}, "THERMO-000001|24:0a:c4:00:00:01",
 			[]string{"^BXN,8,200^FH^FDTHERMO-000001|24:0a:c4:00:00:01^FS"}},
 		{"gs1 GTIN part number", Renderer{}, gtinPart, []string{"CODE-128 GS1 01" + testGTIN + "21THERMO-000001"}, "THERMO-000001|24:0a:c4:00:00:01",
-			[]string{"^BCN,100,Y,N,N,D^FH^FD(01)" + testGTIN + "(21)THERMO-000001^FS"}},
+			[]string{"^BCN,100,N,N,N,N^FH^FD>;>801" + testGTIN + "21>6THERMO->5000001^FS", ",C^FH^FD(01)" + testGTIN + "(21)THERMO-000001^FS"}},
 		{"gs1 configured GTIN", Renderer{GTIN: "00012345600012"}, testLabel("gs1"), []string{"CODE-128 GS1 010001234560001221THERMO-000001"}, "THERMO-000001|24:0a:c4:00:00:01", nil},
 	}
 	dir := t.TempDir()
@@ -207,5 +210,88 @@ func TestDirSinkWritesZPLAndPNG(t *testing.T) {
 	}
 	if err := s.Print(context.Background(), testLabel("nope")); err == nil {
 		t.Error("DirSink printed an unknown template")
+	}
+}
+
+// TestPreviewIsThePrint: ZPL and PNG draw the one layout. For serials of 8
+// to 32 characters and a product name too long for its line, the ZPL holds
+// the layout's fields and the barcode's code sets, the PNG's bars span the
+// layout's width, its text stays in the layout's boxes, and the Code 128
+// decodes.
+func TestPreviewIsThePrint(t *testing.T) {
+	long := "Industrial Humidity and Temperature Controller with Remote Sensor"
+	tests := []struct {
+		serial, product string
+		barFD           string // ^BC field data
+		barDots         int
+		nameH           int
+		name            string
+	}{
+		{"THERMO01", "", ">:THERMO01", 246, 38, "Thermostat T1"},
+		{"THERMO-000001", "", ">:THERMO->5000001", 312, 38, "Thermostat T1"},
+		{"THERMO-00000000000000001", "", ">:THERMO-0>50000000000000001", 444, 38, "Thermostat T1"},
+		{"TH-0000000000000000000000000001X", "", ">:TH->50000000000000000000000000001>6X", 510, 38, "Thermostat T1"},
+		{"THERMO01", long, ">:THERMO01", 246, 26, "Industrial Humidity and Temperature Control..."},
+	}
+	dir := t.TempDir()
+	for i, tc := range tests {
+		t.Run(tc.serial, func(t *testing.T) {
+			l := testLabel("")
+			l.Serial = tc.serial
+			if tc.product != "" {
+				l.ProductName = tc.product
+			}
+			lo, err := Renderer{}.layout(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := lo.bar.ZPL(); got != tc.barFD || lo.barWidth() != tc.barDots {
+				t.Errorf("barcode = %q, %d dots; want %q, %d dots", got, lo.barWidth(), tc.barFD, tc.barDots)
+			}
+			if f := lo.fields[0]; f.h != tc.nameH || f.text != tc.name {
+				t.Errorf("product name = %q at %d dots, want %q at %d", f.text, f.h, tc.name, tc.nameH)
+			}
+			z, err := Renderer{}.ZPL(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{fmt.Sprintf("^FO%d,%d^BY2^BCN,%d,N,N,N,N^FH^FD%s^FS", barX, lo.barY, lo.barHeight, Escape(tc.barFD))}
+			for _, f := range append(lo.fields, lo.human) {
+				if w := textWidth(f.text, f.h); w > f.w {
+					t.Errorf("%q is %d dots wide at %d, its box %d", f.text, w, f.h, f.w)
+				}
+				s := fmt.Sprintf("^FO%d,%d^A0N,%d,%d", f.x, f.y, f.h, f.h)
+				if f.center {
+					s += fmt.Sprintf("^FB%d,1,0,C", f.w)
+				}
+				want = append(want, s+"^FH^FD"+Escape(f.text)+"^FS\n")
+			}
+			for _, w := range want {
+				if !strings.Contains(string(z), w) {
+					t.Errorf("ZPL lacks %q:\n%s", w, z)
+				}
+			}
+			b, err := Renderer{}.PNG(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, fmt.Sprintf("%d.png", i))
+			if err := os.WriteFile(file, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			img := readGray(t, file)
+			if first, last := darkRun(img, lo.barY+lo.barHeight/2, codeX); first != barX || last != barX+tc.barDots-1 {
+				t.Errorf("PNG bars span x %d..%d, want %d..%d", first, last, barX, barX+tc.barDots-1)
+			}
+			for _, f := range append(lo.fields, lo.human) {
+				box := ink(img, image.Rect(0, f.y-4, codeX, f.y+f.h+2))
+				if box.Min.X < f.x || box.Max.X > f.x+f.w {
+					t.Errorf("%q inks x %d..%d, outside its box %d..%d", f.text, box.Min.X, box.Max.X, f.x, f.x+f.w)
+				}
+			}
+			if got := zbar(t, file); !slices.Contains(got, "CODE-128 "+tc.serial) {
+				t.Errorf("zbarimg = %q, want the serial's Code 128", got)
+			}
+		})
 	}
 }
