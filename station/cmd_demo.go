@@ -332,7 +332,7 @@ func seedDemo(ctx context.Context, spec demoSpec, logger *slog.Logger) (_ demoSe
 	if err := os.WriteFile(filepath.Join(spec.dir, "thermostat-app.bin"), img, 0o644); err != nil {
 		return demoSeed{}, err
 	}
-	store, err := dms.Open(ctx, cmp.Or(spec.dms, "sqlite:"+filepath.Join(spec.dir, "dms.db")))
+	store, err := dms.Open(ctx, cmp.Or(spec.dms, "sqlite:"+filepath.Join(spec.dir, "dms.db")), dms.WithLogger(logger))
 	if err != nil {
 		return demoSeed{}, fmt.Errorf("open embedded DMS: %w", err)
 	}

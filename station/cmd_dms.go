@@ -84,7 +84,7 @@ func (m *Main) dmsCmd(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	store, err := openDMSStore(ctx, dsn)
+	store, err := openDMSStore(ctx, dsn, logger)
 	if err != nil {
 		return err
 	}
@@ -143,15 +143,16 @@ func (m *Main) dmsCmd(ctx context.Context, args []string) error {
 }
 
 // openDMSStore opens the database named by dsn: "sqlite:FILE" or a
-// postgres:// URL. The URL is never echoed: it may hold a password.
-func openDMSStore(ctx context.Context, dsn string) (*dms.Store, error) {
+// postgres:// URL, logging to logger what opening changes. The URL is
+// never echoed: it may hold a password.
+func openDMSStore(ctx context.Context, dsn string, logger *slog.Logger) (*dms.Store, error) {
 	switch {
 	case dsn == "sqlite:":
 		return nil, usageErr("--db sqlite: needs a file, as in sqlite:dms.db")
 	case !strings.HasPrefix(dsn, "sqlite:") && !strings.HasPrefix(dsn, "postgres://") && !strings.HasPrefix(dsn, "postgresql://"):
 		return nil, usageErr("--db: use sqlite:FILE or a postgres://USER@HOST:PORT/DATABASE URL")
 	}
-	return dms.Open(ctx, dsn)
+	return dms.Open(ctx, dsn, dms.WithLogger(logger))
 }
 
 // readTokenKey reads the key of the secrets' hashes.

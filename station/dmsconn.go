@@ -52,7 +52,7 @@ func openDMS(ctx context.Context, url string, key jobs.Secret, stationID string,
 		if rest == "" {
 			return nil, usageErr("--dms sqlite: needs a file, as in sqlite:dms.db")
 		}
-		store, err := dms.OpenSQLite(ctx, rest)
+		store, err := dms.OpenSQLite(ctx, rest, dms.WithLogger(logger))
 		if err != nil {
 			return nil, fmt.Errorf("open embedded DMS: %w", err)
 		}

@@ -71,6 +71,7 @@ Commands:
   run       run a work order on the devices of a fixture, unattended
   serve     the station daemon: the API the kiosk uses, hot-plug, sync
   sim       start simulated devices on pseudo-terminals for trying by hand
+  sync      send events the DMS refused to it again ("station sync resend")
   version   print the version
 
 Run "station <command> --help" for a command's flags and examples.
@@ -107,6 +108,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.serve(ctx, rest)
 	case "sim":
 		return m.sim(ctx, rest)
+	case "sync":
+		return m.syncCmd(ctx, rest)
 	case "version", "--version", "-version":
 		fmt.Fprintf(m.Stdout, "station %s (commit %s)\n", orDash(m.Version), orDash(m.Commit))
 		return nil

@@ -59,7 +59,7 @@ func OpenBackend(ctx context.Context, cfg daemon.Config, getenv func(string) str
 	var key jobs.Secret
 	if file, ok := strings.CutPrefix(url, "sqlite:"); ok {
 		file = cfg.Path(file)
-		store, err := dms.OpenSQLite(ctx, file)
+		store, err := dms.OpenSQLite(ctx, file, dms.WithLogger(logger))
 		if err != nil {
 			return nil, fmt.Errorf("open embedded DMS: %w", err)
 		}

@@ -7,7 +7,8 @@ import (
 )
 
 // Limits on wrong PINs and badges. Each caller (the local API's client:
-// its user on the unix socket) and each operator named in a request has
+// its user, on the unix socket and on loopback TCP alike; see
+// localapi.ConnContext) and each operator named in a request has
 // its own count of wrong tries. The first pinFreeTries cost nothing; each
 // one after them makes the next try wait, twice as long each time from
 // pinFirstDelay up to pinMaxDelay; at pinLockAfter the count is locked

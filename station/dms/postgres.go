@@ -78,10 +78,11 @@ func pgRetryable(err error) bool {
 
 // Open opens the DMS database named by dsn: "sqlite:PATH" for a SQLite
 // file, "postgres://user@host/db" (or "postgresql://...") for PostgreSQL.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+// opts apply to a SQLite file (OpenSQLite).
+func Open(ctx context.Context, dsn string, opts ...OpenOption) (*Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"), opts...)
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		return OpenPostgres(ctx, dsn)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -55,11 +56,37 @@ type Store struct {
 	path  string
 }
 
+// OpenOption changes how Open and OpenSQLite open a database.
+type OpenOption func(*openConfig)
+
+// openConfig is what the OpenOptions set.
+type openConfig struct {
+	logger *slog.Logger
+}
+
+// WithLogger has the opening log what it changes on the way (a SQLite
+// file that other users could read, made private) to logger. Without it
+// nothing is logged.
+func WithLogger(logger *slog.Logger) OpenOption {
+	return func(c *openConfig) { c.logger = logger }
+}
+
 // OpenSQLite opens the SQLite database at path, creating it (mode 0600,
 // and so its -wal and -shm files) and its folder if missing, and brings
-// its schema up to date. The file must be on a
+// its schema up to date. An existing file that group or others may access
+// (an older version created it 0644) is made 0600, its -wal and -shm
+// files too, logged once at info level (WithLogger); when that fails (not
+// run by the file's owner) a warning says so and the database opens all
+// the same. The file must be on a
 // local disk: WAL needs memory shared between connections.
-func OpenSQLite(ctx context.Context, path string) (*Store, error) {
+func OpenSQLite(ctx context.Context, path string, opts ...OpenOption) (*Store, error) {
+	cfg := openConfig{logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
 	if path == "" {
 		return nil, errors.New("open dms database: no path given")
 	}
@@ -74,6 +101,13 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// alone. SQLite gives its -wal and -shm files the database's mode.
 	if err := createPrivate(abs); err != nil {
 		return nil, fmt.Errorf("create dms database %s: %w", abs, err)
+	}
+	switch changed, err := tightenPrivate(abs); {
+	case err != nil:
+		cfg.logger.Warn("the DMS database's files may be read by other users, and could not be made private: run chmod 600 on them as their owner",
+			"path", abs, "made_private", changed, "err", err)
+	case len(changed) > 0:
+		cfg.logger.Info("the DMS database's files could be read by other users: made them private (0600)", "path", abs, "files", changed)
 	}
 	s := &Store{d: &sqliteDialect, path: abs}
 	if err := s.openSQLite(ctx); err != nil {
@@ -303,7 +337,7 @@ func boolInt(b bool) int {
 }
 
 // createPrivate creates an empty file at path with mode 0600 if there is
-// none; an existing file keeps its mode.
+// none; an existing file keeps its mode (see tightenPrivate).
 func createPrivate(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
@@ -313,4 +347,34 @@ func createPrivate(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// tightenPrivate makes the database at path and its -wal and -shm files,
+// those that exist, the owner's alone (0600) when group or others have any
+// access to them: files an older version created 0644 keep that mode
+// otherwise, since SQLite gives new -wal and -shm files the database's
+// mode. It returns the files it changed, as "dms.db-wal (was 0644)", and
+// an error for those it could not change; it removes nothing.
+func tightenPrivate(path string) (changed []string, err error) {
+	var errs []error
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, serr := os.Stat(p)
+		if errors.Is(serr, fs.ErrNotExist) {
+			continue
+		}
+		if serr != nil {
+			errs = append(errs, serr)
+			continue
+		}
+		perm := fi.Mode().Perm()
+		if perm&0o077 == 0 {
+			continue
+		}
+		if cerr := os.Chmod(p, 0o600); cerr != nil {
+			errs = append(errs, cerr)
+			continue
+		}
+		changed = append(changed, fmt.Sprintf("%s (was %04o)", filepath.Base(p), perm))
+	}
+	return changed, errors.Join(errs...)
 }

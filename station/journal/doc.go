@@ -46,5 +46,9 @@
 // The sync cursor records the highest sequence number the upstream
 // acknowledged: [Journal.Unsynced] returns the next batch to send and
 // [Journal.Ack] moves the cursor forward. The upstream keys events by
-// (station, seq), so sending a batch twice duplicates nothing.
+// (station, seq), so sending a batch twice duplicates nothing. An event
+// the upstream refuses for good is set aside ([Journal.Refuse]); marked to
+// be sent again ([Journal.Resend]), it is in the next batch until the
+// upstream stores it ([Journal.Resent]). Each of these is a station event
+// of its own: an event's sync state is the last of them naming it.
 package journal

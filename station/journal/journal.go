@@ -55,7 +55,11 @@ type Journal struct {
 
 // Open opens the journal at path for the station stationID, creating the
 // file (mode 0600, and so its -wal and -shm files) and its folder if
-// missing and bringing the schema up to date. A
+// missing and bringing the schema up to date. An existing file that group
+// or others may access (an older version created it 0644) is made 0600,
+// its -wal and -shm files too, and that is logged once at info level;
+// when that fails (Open is not run by the file's owner) a warning says
+// so and the journal opens all the same. A
 // journal belongs to one station for life: opening it with another
 // station id is an error. The file must be on a local disk (WAL needs
 // shared memory between connections); Open refuses the network file
@@ -85,6 +89,13 @@ func Open(ctx context.Context, path, stationID string, logger *slog.Logger) (*Jo
 	// SQLite gives its -wal and -shm files the database's mode.
 	if err := createPrivate(abs); err != nil {
 		return nil, fmt.Errorf("create journal %s: %w", abs, err)
+	}
+	switch changed, err := tightenPrivate(abs); {
+	case err != nil:
+		logger.Warn("the journal's files may be read by other users, and could not be made private: run chmod 600 on them as their owner",
+			"path", abs, "made_private", changed, "err", err)
+	case len(changed) > 0:
+		logger.Info("the journal's files could be read by other users: made them private (0600)", "path", abs, "files", changed)
 	}
 	j := &Journal{path: abs, station: stationID, logger: logger}
 	if err := j.open(ctx); err != nil {
@@ -281,7 +292,7 @@ func (j *Journal) Close() error {
 }
 
 // createPrivate creates an empty file at path with mode 0600 if there is
-// none; an existing file keeps its mode.
+// none; an existing file keeps its mode (see tightenPrivate).
 func createPrivate(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
@@ -291,4 +302,34 @@ func createPrivate(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// tightenPrivate makes the database at path and its -wal and -shm files,
+// those that exist, the owner's alone (0600) when group or others have any
+// access to them: files an older version created 0644 keep that mode
+// otherwise, since SQLite gives new -wal and -shm files the database's
+// mode. It returns the files it changed, as "journal.db-wal (was 0644)",
+// and an error for those it could not change; it removes nothing.
+func tightenPrivate(path string) (changed []string, err error) {
+	var errs []error
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, serr := os.Stat(p)
+		if errors.Is(serr, fs.ErrNotExist) {
+			continue
+		}
+		if serr != nil {
+			errs = append(errs, serr)
+			continue
+		}
+		perm := fi.Mode().Perm()
+		if perm&0o077 == 0 {
+			continue
+		}
+		if cerr := os.Chmod(p, 0o600); cerr != nil {
+			errs = append(errs, cerr)
+			continue
+		}
+		changed = append(changed, fmt.Sprintf("%s (was %04o)", filepath.Base(p), perm))
+	}
+	return changed, errors.Join(errs...)
 }

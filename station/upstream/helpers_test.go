@@ -44,6 +44,17 @@ type gate struct {
 
 	mu      sync.Mutex
 	batches [][]int64 // seqs of each batch handed to the DMS
+	// bug, when set, is a rule the DMS should not have: a batch holding
+	// an event it refuses is answered as the DMS answers a refused event
+	// (422 naming the seq and the field), as a DMS with that bug would.
+	bug func(journal.Event) *dms.FieldError
+}
+
+// setBug gives the DMS a wrong rule (nil: fixed).
+func (g *gate) setBug(bug func(journal.Event) *dms.FieldError) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.bug = bug
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -80,7 +91,17 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			g.mu.Lock()
 			g.batches = append(g.batches, seqs)
+			bug := g.bug
 			g.mu.Unlock()
+			for _, e := range req.Events {
+				if fe := bugRefusal(bug, e); fe != nil {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusUnprocessableEntity)
+					json.NewEncoder(w).Encode(dmsapi.Error{Error: dmsapi.ErrorBody{
+						Code: dmsapi.CodeInvalid, Message: fe.Error(), Field: fe.Field, Seq: fe.Seq}})
+					return
+				}
+			}
 		}
 	}
 	if mode == loseReply {
@@ -88,6 +109,14 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	g.next.ServeHTTP(w, r)
+}
+
+// bugRefusal is bug's refusal of e, if any.
+func bugRefusal(bug func(journal.Event) *dms.FieldError, e journal.Event) *dms.FieldError {
+	if bug == nil {
+		return nil
+	}
+	return bug(e)
 }
 
 // count returns the number of batches recorded.

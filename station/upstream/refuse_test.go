@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -180,4 +181,147 @@ func dmsSeqs(t *testing.T, svc *dms.Service) []int64 {
 		out = append(out, e.Seq)
 	}
 	return out
+}
+
+// deviceBug is a DMS's wrong rule: it refuses the events of the devices
+// named, whose names are fine.
+func deviceBug(devices ...string) func(journal.Event) *dms.FieldError {
+	return func(e journal.Event) *dms.FieldError {
+		if slices.Contains(devices, e.Device) {
+			return &dms.FieldError{Field: "device", Seq: e.Seq, Problem: "is not a device name the DMS knows"}
+		}
+		return nil
+	}
+}
+
+// TestSyncerResendsRefusedEvents: a DMS with a bug refuses an event; the
+// syncer sets it aside. Once the DMS is fixed and the event is marked to
+// be sent again (journal.Resend, what "station sync resend" does), the
+// next sync sends it, once, with the newer events; no event that was
+// never refused is sent twice, and the refusal count goes back to zero.
+func TestSyncerResendsRefusedEvents(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			d := newTestDMSOn(t, b.dsn(t))
+			logs := &logBuffer{}
+			c := d.client(t, logs)
+			j := openJournal(t, t.TempDir(), logs)
+			defer j.Close()
+			step := func(dev string) journal.Event {
+				return journal.Event{Kind: journal.KindStep, WorkOrder: "WO-1", Slot: "S01", Device: dev, Step: "flash", Status: journal.StatusPassed}
+			}
+			if _, err := j.Append(ctx, step("D1"), step("D2"), step("D3"), step("D4")); err != nil {
+				t.Fatal(err)
+			}
+			d.gate.setBug(deviceBug("D2"))
+			if err := NewSyncer(c, j, fastSync).Flush(ctx); err != nil {
+				t.Fatalf("Flush = %v", err)
+			}
+			// 2 refused; the refusal is 5.
+			if got, want := dmsSeqs(t, d.svc), []int64{1, 3, 4, 5}; !slices.Equal(got, want) {
+				t.Fatalf("DMS holds seqs %v, want %v", got, want)
+			}
+
+			d.gate.setBug(nil)
+			d.gate.sent()
+			s := NewSyncer(c, j, fastSync)
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := s.State(); st.Refused != 1 || !strings.Contains(st.LastRefused, "event 2") {
+				t.Errorf("State() before the resend = %+v, want event 2 refused", st)
+			}
+			if err := j.Resend(ctx, []int64{2}); err != nil { // 6
+				t.Fatalf("Resend(2) = %v", err)
+			}
+			if _, err := j.Append(ctx, step("D5")); err != nil { // 7
+				t.Fatal(err)
+			}
+			if err := s.Flush(ctx); err != nil {
+				t.Fatalf("Flush after the resend = %v", err)
+			}
+			// 8 records that the DMS stored 2.
+			if got, want := dmsSeqs(t, d.svc), []int64{1, 2, 3, 4, 5, 6, 7, 8}; !slices.Equal(got, want) {
+				t.Fatalf("DMS holds seqs %v after the resend, want %v", got, want)
+			}
+			sent := map[int64]int{}
+			for _, batch := range d.gate.sent() {
+				for _, seq := range batch {
+					sent[seq]++
+				}
+			}
+			for seq, n := range sent {
+				if n > 1 || (seq < 6 && seq != 2) {
+					t.Errorf("event %d was sent %d times after the resend, want only 2, 6, 7 and 8 once each (sent: %v)", seq, n, sent)
+				}
+			}
+			if st := s.State(); st.Refused != 0 || st.LastRefused != "" || st.Lag != 0 || st.Acked != 8 {
+				t.Errorf("State() after the resend = %+v, want none refused, acked 8", st)
+			}
+
+			// Later syncs never send it again.
+			if _, err := j.Append(ctx, step("D6")); err != nil {
+				t.Fatal(err)
+			}
+			if err := NewSyncer(c, j, fastSync).Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := d.gate.sent(); !slices.EqualFunc(got, [][]int64{{9}}, slices.Equal) {
+				t.Errorf("batches of the next sync = %v, want [[9]]", got)
+			}
+			resent, err := j.Events(ctx, journal.Filter{Kind: journal.KindStation, Step: journal.StepSyncResent})
+			if err != nil || len(resent) != 1 || string(resent[0].Data) != `{"seqs":[2]}` {
+				t.Errorf("journal's sync_resent events = %+v, %v; want one naming seq 2", resent, err)
+			}
+		})
+	}
+}
+
+// TestSyncerResendsMoreThanABatch: events sent again that fill more than
+// a batch go up a batch at a time, each once, and then the newer ones.
+func TestSyncerResendsMoreThanABatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d := newTestDMS(t)
+	logs := &logBuffer{}
+	c := d.client(t, logs)
+	j := openJournal(t, t.TempDir(), logs)
+	defer j.Close()
+	var devices []string
+	var events []journal.Event
+	for i := range 5 {
+		dev := fmt.Sprintf("D%d", i+1)
+		devices = append(devices, dev)
+		events = append(events, journal.Event{Kind: journal.KindStep, WorkOrder: "WO-1", Slot: "S01", Device: dev, Step: "flash", Status: journal.StatusPassed})
+	}
+	if _, err := j.Append(ctx, events...); err != nil {
+		t.Fatal(err)
+	}
+	d.gate.setBug(deviceBug(devices...))
+	cfg := fastSync
+	cfg.Batch = 2
+	if err := NewSyncer(c, j, cfg).Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 1 to 5 refused (6 to 10).
+	if got, want := dmsSeqs(t, d.svc), []int64{6, 7, 8, 9, 10}; !slices.Equal(got, want) {
+		t.Fatalf("DMS holds seqs %v, want %v", got, want)
+	}
+	d.gate.setBug(nil)
+	d.gate.sent()
+	if err := j.Resend(ctx, []int64{1, 2, 3, 4, 5}); err != nil { // 11
+		t.Fatal(err)
+	}
+	if err := NewSyncer(c, j, cfg).Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]int64{{1, 2}, {3, 4}, {5, 11}, {12, 13}, {14}}
+	if got := d.gate.sent(); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("batches = %v, want %v: the revived events first, each once", got, want)
+	}
+	if got := dmsSeqs(t, d.svc); len(got) != 14 {
+		t.Errorf("DMS holds seqs %v, want 1 to 14", got)
+	}
 }

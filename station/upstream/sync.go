@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -57,7 +58,9 @@ type SyncStatus struct {
 	Since time.Time `json:"since"`
 	// Refused counts the events the DMS refused for good (a 422 naming
 	// the event): they stay in the journal, for QA, and are not sent
-	// again. LastRefused says which was refused last, and why.
+	// again unless marked to be ("station sync resend",
+	// journal.Resend). LastRefused says which of them was refused last,
+	// and why.
 	Refused     int    `json:"refused,omitempty"`
 	LastRefused string `json:"last_refused,omitempty"`
 }
@@ -78,7 +81,10 @@ const (
 // batch after the journal's acknowledged cursor is sent, and the cursor
 // moved when the DMS has stored it. The DMS stores each (station, seq)
 // once, so a batch sent again after a timeout or a crash duplicates
-// nothing. It is safe for concurrent use.
+// nothing. An event the DMS refuses for good is set aside
+// (journal.Refuse); refused events marked to be sent again
+// (journal.Resend) lead the next batch, and once the DMS has stored them
+// the Syncer journals so (journal.Resent). It is safe for concurrent use.
 type Syncer struct {
 	c   *Client
 	j   *journal.Journal
@@ -94,6 +100,10 @@ type Syncer struct {
 	state    state
 	failures int  // consecutive failed attempts
 	counted  bool // st.Refused was read from the journal
+	// marked is the journal's last seq after the syncer last journaled
+	// how the DMS took events (a refusal, events sent again): Flush
+	// sends those records too.
+	marked int64
 }
 
 // NewSyncer returns a Syncer that sends j's events through c.
@@ -162,22 +172,27 @@ func (s *Syncer) Run(ctx context.Context) error {
 	return nil
 }
 
-// Flush returns once every event appended before the call is stored by
-// the DMS and acknowledged in the journal, or with ctx's error when ctx
-// ends first. It sends batches itself, so it works with or without Run.
+// Flush returns once every event appended before the call, and the
+// records of refusals and of events sent again that the sync journals
+// meanwhile, are stored by the DMS and acknowledged in the journal, or
+// with ctx's error when ctx ends first. It sends batches itself, so it
+// works with or without Run.
 func (s *Syncer) Flush(ctx context.Context) error {
 	target, err := s.j.SyncState(ctx)
 	if err != nil {
 		return fmt.Errorf("flush journal upstream: %w", err)
 	}
 	for {
-		if s.State().Acked >= target.Last {
+		s.mu.Lock()
+		want, st := max(target.Last, s.marked), s.st
+		s.mu.Unlock()
+		if st.Acked >= want {
 			return nil
 		}
 		_, err := s.pushOnce(ctx, false)
 		if cerr := ctx.Err(); cerr != nil {
 			st := s.State()
-			return fmt.Errorf("flush journal upstream: %d events not yet stored by the DMS (%s): %w", target.Last-st.Acked, orNone(st.LastError), cerr)
+			return fmt.Errorf("flush journal upstream: %d events not yet stored by the DMS (%s): %w", want-st.Acked, orNone(st.LastError), cerr)
 		}
 		if err != nil {
 			s.sleep(ctx, s.backoff(), nil)
@@ -204,6 +219,13 @@ func (s *Syncer) pushOnce(ctx context.Context, probe bool) (more bool, err error
 	s.mu.Unlock()
 	if !counted {
 		s.refresh(ctx) // learns the events refused in earlier runs
+	}
+	js, err := s.j.SyncState(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.failed(stateJournal, fmt.Errorf("the station cannot read its own journal: %w", err))
+		}
+		return false, err
 	}
 	events, err := s.j.Unsynced(ctx, s.cfg.Batch)
 	if err != nil {
@@ -238,7 +260,24 @@ func (s *Syncer) pushOnce(ctx context.Context, probe bool) (more bool, err error
 		s.succeeded(ctx, 0)
 		return false, nil
 	}
-	first, last := events[0].Seq, events[len(events)-1].Seq
+	// Events at or below the cursor were refused once and marked to be
+	// sent again (journal.Resend): they come first. Record that the DMS
+	// has them now; the cursor is the newer events' business.
+	i := slices.IndexFunc(events, func(e journal.Event) bool { return e.Seq > js.Acked })
+	if i < 0 {
+		i = len(events)
+	}
+	revived, fresh := events[:i], events[i:]
+	if len(revived) > 0 {
+		if err := s.resent(ctx, revived); err != nil {
+			return false, err
+		}
+	}
+	if len(fresh) == 0 {
+		s.succeeded(ctx, len(events))
+		return len(events) == s.cfg.Batch, nil
+	}
+	first, last := fresh[0].Seq, fresh[len(fresh)-1].Seq
 	ackTo := last
 	switch {
 	case resp.LastSeq < last:
@@ -262,7 +301,7 @@ func (s *Syncer) pushOnce(ctx context.Context, probe bool) (more bool, err error
 		}
 		return false, err
 	}
-	n := int(ackTo - first + 1)
+	n := len(revived) + int(ackTo-first+1)
 	s.succeeded(ctx, n)
 	return len(events) == s.cfg.Batch || ackTo < last, nil
 }
@@ -293,13 +332,41 @@ func (s *Syncer) refuse(ctx context.Context, seq int64, e *Error) error {
 		}
 		return err
 	}
-	s.log.Warn("the DMS refused an event for good; it stays in the journal, is not sent again, and the events after it are sent",
+	s.log.Warn("the DMS refused an event for good; it stays in the journal, is not sent again unless marked to be (station sync resend), and the events after it are sent",
 		"seq", seq, "field", e.Field, "reason", e.Message)
-	s.mu.Lock()
-	s.counted = false // count again, this one included
-	s.mu.Unlock()
+	s.mark(ctx)
 	s.refresh(ctx)
 	return nil
+}
+
+// resent journals that the DMS stored events sent again (revived by
+// journal.Resend), so that they are not sent a third time.
+func (s *Syncer) resent(ctx context.Context, events []journal.Event) error {
+	seqs := make([]int64, len(events))
+	for i, e := range events {
+		seqs[i] = e.Seq
+	}
+	if err := s.j.Resent(ctx, seqs); err != nil {
+		if ctx.Err() == nil {
+			s.failed(stateJournal, fmt.Errorf("the station cannot record in its journal that the DMS stored events sent again: %w", err))
+		}
+		return err
+	}
+	s.log.Info("the DMS stored events it had refused before, sent again", "events", len(seqs), "first", seqs[0], "last", seqs[len(seqs)-1])
+	s.mark(ctx)
+	return nil
+}
+
+// mark notes that the syncer journaled how the DMS took events: the
+// refused ones are counted again, and Flush waits for the record too.
+func (s *Syncer) mark(ctx context.Context) {
+	js, err := s.j.SyncState(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counted = false
+	if err == nil {
+		s.marked = max(s.marked, js.Last)
+	}
 }
 
 // classify tells a failure's state.
@@ -314,7 +381,8 @@ func classify(err error) state {
 }
 
 // refresh reads the journal's cursor and last sequence number and, the
-// first time and after a refusal, the events refused for good.
+// first time and after a refusal or a resend, the events that stay
+// refused.
 func (s *Syncer) refresh(ctx context.Context) {
 	js, err := s.j.SyncState(ctx)
 	if err != nil {
@@ -327,20 +395,17 @@ func (s *Syncer) refresh(ctx context.Context) {
 	if counted {
 		return
 	}
-	refusals, err := s.j.Refusals(ctx)
+	refused, err := s.j.Refused(ctx)
 	if err != nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counted = true
-	seqs := map[int64]bool{}
-	for _, r := range refusals {
-		seqs[r.Seq] = true
-	}
-	s.st.Refused = len(seqs)
-	if n := len(refusals); n > 0 {
-		s.st.LastRefused = fmt.Sprintf("event %d: %s", refusals[n-1].Seq, refusals[n-1].Reason)
+	s.st.Refused, s.st.LastRefused = len(refused), ""
+	if len(refused) > 0 {
+		last := slices.MaxFunc(refused, func(a, b journal.Refusal) int { return a.Time.Compare(b.Time) })
+		s.st.LastRefused = fmt.Sprintf("event %d: %s", last.Seq, last.Reason)
 	}
 }
 
