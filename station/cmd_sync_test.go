@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/station-dev/station/fixtures/doccmd"
+	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/dms"
 	"github.com/station-dev/station/station/dms/dmsapi"
 	"github.com/station-dev/station/station/dms/server"
@@ -88,6 +89,19 @@ func newBuggyDMS(t *testing.T) (*buggyDMS, *upstream.Client) {
 	_, key, err := d.svc.CreateKey(ctx, dms.Key{Role: dms.RoleStation, Station: "line-1", Name: "line 1"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// WO-1, which the journal's events name: line-1 takes it with its
+	// first batch, since a station sends the events of its own work
+	// orders only.
+	if _, err := d.svc.Seed(ctx, dms.SeedSpec{
+		Product: jobs.Product{Code: "THERMO", Name: "Thermostat", PartNumber: "TH-100-A", Stage: jobs.StageDevelopment},
+		Bundle: jobs.Bundle{Version: "1.0", Tag: jobs.TagRelease, Artifacts: []jobs.Artifact{
+			{Name: "app.bin", Target: "esp", Address: jobs.NewAddress(0x10000), Format: "bin", URL: "app.bin"},
+		}},
+		Files:     map[string][]byte{"app.bin": bytes.Repeat([]byte{0xA5}, 4096)},
+		WorkOrder: dms.WorkOrderSpec{ID: "WO-1", Quantity: 20},
+	}); err != nil {
+		t.Fatalf("Seed(WO-1) = %v", err)
 	}
 	c, err := upstream.New(upstream.Config{URL: d.srv.URL, Key: key, Station: "line-1", HTTP: d.srv.Client()})
 	if err != nil {
