@@ -146,7 +146,9 @@ type Runner struct {
 	// TraceDir, when set, keeps each device's protocol transcript (one
 	// line per bootloader command and answer, never bulk data) in
 	// TraceDir/<work order>/<hardware id>.log, appended run after run,
-	// for QA's export.
+	// for QA's export. The transcript is written once the device's run
+	// has ended, off its path: Run returns once every transcript of its
+	// devices is written, and Flush waits for those of RunSlot.
 	TraceDir string
 
 	initOnce sync.Once
@@ -155,6 +157,7 @@ type Runner struct {
 	printer  *semaphore.Weighted
 	quota    quota
 	events   atomic.Int64
+	traces   writeBehind[transcript]
 }
 
 func (r *Runner) init(ctx context.Context) error {
@@ -170,6 +173,7 @@ func (r *Runner) init(ctx context.Context) error {
 			r.sems[name] = semaphore.NewWeighted(n)
 		}
 		r.printer = semaphore.NewWeighted(1)
+		r.traces.write = r.writeTranscripts
 		if err := r.count(ctx); err != nil {
 			r.initErr = err
 			return
@@ -225,6 +229,7 @@ func (r *Runner) Run(ctx context.Context, slots ...string) (Summary, error) {
 		})
 	}
 	_ = g.Wait()
+	r.Flush()
 	sum := Summary{WorkOrder: r.WorkOrder.ID, Devices: len(results), Results: results, Quantity: r.WorkOrder.Quantity}
 	for _, res := range results {
 		switch res.Outcome {
@@ -277,6 +282,15 @@ func (r *Runner) append(ctx context.Context, e journal.Event) (journal.Event, er
 	}
 	r.events.Add(int64(len(out)))
 	return out[0], nil
+}
+
+// Flush returns once the protocol transcript of every device whose run
+// has ended is written to TraceDir. Run flushes before it returns; a
+// caller of RunSlot flushes before it exits.
+func (r *Runner) Flush() {
+	// The transcripts' writer never fails: a file it cannot write is
+	// logged and skipped.
+	_ = r.traces.wait()
 }
 
 // RunSlot works on the device in one slot, trying it again by itself up to
@@ -484,11 +498,21 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
-// keepTrace appends the run's protocol transcript to the device's file.
+// transcript is a device run's protocol transcript, to be appended to its
+// file.
+type transcript struct {
+	dir, file string
+	text      []byte
+	log       *slog.Logger
+}
+
+// keepTrace hands the run's protocol transcript to the runner's writer,
+// which appends it to the device's file off the device's path.
 func (d *deviceRun) keepTrace(start time.Time) {
 	if d.trace == nil {
 		return
 	}
+	// The backend is closed: nothing writes to the buffer any more.
 	d.trace.mu.Lock()
 	text := d.trace.b.Bytes()
 	d.trace.mu.Unlock()
@@ -499,21 +523,34 @@ func (d *deviceRun) keepTrace(start time.Time) {
 	if name == "" {
 		name = "slot-" + d.spec.Name
 	}
-	dir := filepath.Join(d.r.TraceDir, d.r.WorkOrder.ID)
+	head := fmt.Sprintf("# %s slot %s, run started %s\n", d.r.Station, d.spec.Name, start.UTC().Format(time.RFC3339Nano))
+	_ = d.r.traces.add(transcript{dir: filepath.Join(d.r.TraceDir, d.r.WorkOrder.ID), file: TraceFileName(name),
+		text: append([]byte(head), text...), log: d.log})
+}
+
+// writeTranscripts appends each transcript to its device's file, in the
+// order the runs ended. A transcript that cannot be written is logged and
+// skipped: it never fails a device.
+func (r *Runner) writeTranscripts(ts []transcript) error {
+	for _, t := range ts {
+		if err := appendFile(t.dir, t.file, t.text); err != nil {
+			t.log.Warn("keep protocol transcript", "err", err)
+		}
+	}
+	return nil
+}
+
+// appendFile appends text to dir/name in one write, making dir if needed.
+func appendFile(dir, name string, text []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		d.log.Warn("keep protocol transcript", "err", err)
-		return
+		return err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, TraceFileName(name)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		d.log.Warn("keep protocol transcript", "err", err)
-		return
+		return err
 	}
-	defer f.Close()
-	fmt.Fprintf(f, "# %s slot %s, run started %s\n", d.r.Station, d.spec.Name, start.UTC().Format(time.RFC3339Nano))
-	if _, err := f.Write(text); err != nil {
-		d.log.Warn("keep protocol transcript", "err", err)
-	}
+	_, err = f.Write(text)
+	return errors.Join(err, f.Close())
 }
 
 // TraceFileName is the file a device's protocol transcript is kept in.

@@ -244,6 +244,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Unlock()
 	if wo != nil {
 		wo.wg.Wait()
+		wo.runner.Flush()
 	}
 	if err := d.printer.flush(); err != nil {
 		d.log.Warn("label previews not drawn", "err", err)
