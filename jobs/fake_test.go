@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 
@@ -19,11 +20,17 @@ type fakeBackend struct {
 	verify   func(ctx context.Context, img flasher.Image) error
 	lock     func(ctx context.Context, opts []string) error
 	reset    func(ctx context.Context) (string, error)
+	// trace receives a line per call, as a backend's protocol
+	// transcript; nil when none is kept.
+	trace io.Writer
 }
 
 var _ flasher.Backend = (*fakeBackend)(nil)
 
 func (b *fakeBackend) Identify(ctx context.Context) (flasher.Device, error) {
+	if b.trace != nil {
+		fmt.Fprintf(b.trace, "> IDENTIFY\n< %s\n", b.dev.hw)
+	}
 	if b.identify != nil {
 		return b.identify(ctx)
 	}
@@ -133,7 +140,7 @@ func (f *fakeFixture) Connect(ctx context.Context, slot string, opts jobs.Connec
 			break
 		}
 	}
-	b := &fakeBackend{dev: d}
+	b := &fakeBackend{dev: d, trace: opts.Trace}
 	if d.configure != nil {
 		d.configure(b)
 	}

@@ -185,7 +185,7 @@ func (r *Runner) recordDoneAtDMS(ctx context.Context, ds journal.DeviceState, se
 	if err != nil {
 		return fmt.Errorf("journal device %s done: %w", ds.Device, err)
 	}
-	if _, err := r.append(ctx, journal.Event{
+	if err := r.append(ctx, journal.Event{
 		Kind: journal.KindStep, WorkOrder: r.WorkOrder.ID, Slot: ds.Slot, Device: ds.Device,
 		Operator: r.Operator, Step: string(StepDone), Status: journal.StatusPassed,
 		Attempt: ds.Attempts[string(StepDone)] + 1, Data: raw,

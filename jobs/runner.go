@@ -146,7 +146,9 @@ type Runner struct {
 	// TraceDir, when set, keeps each device's protocol transcript (one
 	// line per bootloader command and answer, never bulk data) in
 	// TraceDir/<work order>/<hardware id>.log, appended run after run,
-	// for QA's export.
+	// for QA's export. The transcript is written once the device's run
+	// has ended, off its path: Run returns once every transcript of its
+	// devices is written, and Flush waits for those of RunSlot.
 	TraceDir string
 
 	initOnce sync.Once
@@ -155,6 +157,7 @@ type Runner struct {
 	printer  *semaphore.Weighted
 	quota    quota
 	events   atomic.Int64
+	traces   writeBehind[transcript]
 }
 
 func (r *Runner) init(ctx context.Context) error {
@@ -170,6 +173,7 @@ func (r *Runner) init(ctx context.Context) error {
 			r.sems[name] = semaphore.NewWeighted(n)
 		}
 		r.printer = semaphore.NewWeighted(1)
+		r.traces.write = r.writeTranscripts
 		if err := r.count(ctx); err != nil {
 			r.initErr = err
 			return
@@ -225,6 +229,7 @@ func (r *Runner) Run(ctx context.Context, slots ...string) (Summary, error) {
 		})
 	}
 	_ = g.Wait()
+	r.Flush()
 	sum := Summary{WorkOrder: r.WorkOrder.ID, Devices: len(results), Results: results, Quantity: r.WorkOrder.Quantity}
 	for _, res := range results {
 		switch res.Outcome {
@@ -263,20 +268,29 @@ func (r *Runner) note(ctx context.Context, action string, data map[string]any) e
 	if err != nil {
 		return fmt.Errorf("journal work order %s: %w", action, err)
 	}
-	_, err = r.append(ctx, journal.Event{
+	err = r.append(ctx, journal.Event{
 		Kind: journal.KindWorkOrder, WorkOrder: r.WorkOrder.ID, Operator: r.Operator,
 		Step: action, Status: journal.StatusInfo, Data: raw,
 	})
 	return err
 }
 
-func (r *Runner) append(ctx context.Context, e journal.Event) (journal.Event, error) {
-	out, err := r.Journal.Append(ctx, e)
+func (r *Runner) append(ctx context.Context, events ...journal.Event) error {
+	out, err := r.Journal.Append(ctx, events...)
 	if err != nil {
-		return journal.Event{}, fmt.Errorf("write journal: %w", err)
+		return fmt.Errorf("write journal: %w", err)
 	}
 	r.events.Add(int64(len(out)))
-	return out[0], nil
+	return nil
+}
+
+// Flush returns once the protocol transcript of every device whose run
+// has ended is written to TraceDir. Run flushes before it returns; a
+// caller of RunSlot flushes before it exits.
+func (r *Runner) Flush() {
+	// The transcripts' writer never fails: a file it cannot write is
+	// logged and skipped.
+	_ = r.traces.wait()
 }
 
 // RunSlot works on the device in one slot, trying it again by itself up to
@@ -370,6 +384,10 @@ func pipeline() []struct {
 func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 	d := &deviceRun{r: r, ctx: ctx, spec: spec, log: r.Logger.With("slot", spec.Name, "work_order", r.WorkOrder.ID),
 		skip: map[Step]string{}, res: Result{Slot: spec.Name, Steps: map[Step]time.Duration{}}}
+	// The device's events are written behind it, in order, and outlive
+	// an operator's stop.
+	jctx := context.WithoutCancel(ctx)
+	d.events.write = func(events []journal.Event) error { return r.append(jctx, events...) }
 	start := time.Now()
 	r.Bus.Update(spec.Name, func(s *SlotState) {
 		*s = SlotState{Slot: spec.Name, Status: SlotRunning, Started: start}
@@ -382,6 +400,10 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 			if err := d.backend.Close(); err != nil {
 				d.log.Warn("close device", "err", err)
 			}
+		}
+		// The outcome stands once every event of the run is durable.
+		if err := d.events.wait(); err != nil {
+			d.journalFailed(err)
 		}
 		d.keepTrace(start)
 		if d.reserved {
@@ -406,8 +428,13 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 	for _, st := range pipeline() {
 		if d.doneAtDMS {
 			// The DMS holds the device as done by this work order: the
-			// journal records it done too, with the DMS as its source.
-			if err := d.recordDoneAtDMS(ctx); err != nil {
+			// journal records it done too, with the DMS as its source,
+			// after the events before it.
+			err := d.events.wait()
+			if err == nil {
+				err = d.recordDoneAtDMS(ctx)
+			}
+			if err != nil {
 				d.fail(StepDone, err)
 				return d.res
 			}
@@ -416,14 +443,14 @@ func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
 		if d.stop != "" {
 			// A step ended the run early: say so on the next step, so
 			// that the journal shows why the device went no further.
-			if err := d.record(ctx, st.name, journal.StatusSkipped, 0, d.res.Message, nil); err != nil {
+			if err := d.record(st.name, journal.StatusSkipped, 0, d.res.Message, nil); err != nil {
 				d.fail(st.name, err)
 				return d.res
 			}
 			break
 		}
 		if reason, ok := d.skip[st.name]; ok {
-			if err := d.record(ctx, st.name, journal.StatusSkipped, 0, reason, nil); err != nil {
+			if err := d.record(st.name, journal.StatusSkipped, 0, reason, nil); err != nil {
 				d.fail(st.name, err)
 				return d.res
 			}
@@ -470,6 +497,10 @@ type deviceRun struct {
 	stop      Outcome         // set by a step that ends the run early
 	res       Result
 	trace     *lockedBuffer // the protocol transcript, when kept
+	// events writes the device's journal events behind it; last is
+	// the step of the latest.
+	events writeBehind[journal.Event]
+	last   Step
 }
 
 // lockedBuffer collects a backend's transcript.
@@ -484,11 +515,21 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
-// keepTrace appends the run's protocol transcript to the device's file.
+// transcript is a device run's protocol transcript, to be appended to its
+// file.
+type transcript struct {
+	dir, file string
+	text      []byte
+	log       *slog.Logger
+}
+
+// keepTrace hands the run's protocol transcript to the runner's writer,
+// which appends it to the device's file off the device's path.
 func (d *deviceRun) keepTrace(start time.Time) {
 	if d.trace == nil {
 		return
 	}
+	// The backend is closed: nothing writes to the buffer any more.
 	d.trace.mu.Lock()
 	text := d.trace.b.Bytes()
 	d.trace.mu.Unlock()
@@ -499,21 +540,34 @@ func (d *deviceRun) keepTrace(start time.Time) {
 	if name == "" {
 		name = "slot-" + d.spec.Name
 	}
-	dir := filepath.Join(d.r.TraceDir, d.r.WorkOrder.ID)
+	head := fmt.Sprintf("# %s slot %s, run started %s\n", d.r.Station, d.spec.Name, start.UTC().Format(time.RFC3339Nano))
+	_ = d.r.traces.add(transcript{dir: filepath.Join(d.r.TraceDir, d.r.WorkOrder.ID), file: TraceFileName(name),
+		text: append([]byte(head), text...), log: d.log})
+}
+
+// writeTranscripts appends each transcript to its device's file, in the
+// order the runs ended. A transcript that cannot be written is logged and
+// skipped: it never fails a device.
+func (r *Runner) writeTranscripts(ts []transcript) error {
+	for _, t := range ts {
+		if err := appendFile(t.dir, t.file, t.text); err != nil {
+			t.log.Warn("keep protocol transcript", "err", err)
+		}
+	}
+	return nil
+}
+
+// appendFile appends text to dir/name in one write, making dir if needed.
+func appendFile(dir, name string, text []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		d.log.Warn("keep protocol transcript", "err", err)
-		return
+		return err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, TraceFileName(name)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		d.log.Warn("keep protocol transcript", "err", err)
-		return
+		return err
 	}
-	defer f.Close()
-	fmt.Fprintf(f, "# %s slot %s, run started %s\n", d.r.Station, d.spec.Name, start.UTC().Format(time.RFC3339Nano))
-	if _, err := f.Write(text); err != nil {
-		d.log.Warn("keep protocol transcript", "err", err)
-	}
+	_, err = f.Write(text)
+	return errors.Join(err, f.Close())
 }
 
 // TraceFileName is the file a device's protocol transcript is kept in.
@@ -527,7 +581,9 @@ func TraceFileName(hardwareID string) string {
 }
 
 // run journals a step as started, runs it under its timeout and journals
-// its outcome with its measurements.
+// its outcome with its measurements. The events are written behind the
+// step: a step makes them durable (d.durable) before an act that cannot
+// be taken back.
 func (d *deviceRun) run(ctx context.Context, step Step, f stepFunc) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrStopped, err)
@@ -536,7 +592,7 @@ func (d *deviceRun) run(ctx context.Context, step Step, f stepFunc) error {
 		s.Step, s.Done, s.Total, s.Device = step, 0, 0, d.hw
 		s.Attempt = d.prior.Attempts[string(step)] + 1
 	})
-	if err := d.record(ctx, step, journal.StatusStarted, 0, "", nil); err != nil {
+	if err := d.record(step, journal.StatusStarted, 0, "", nil); err != nil {
 		return err
 	}
 	if step == StepActivate {
@@ -564,14 +620,16 @@ func (d *deviceRun) run(ctx context.Context, step Step, f stepFunc) error {
 		data["error"] = err.Error()
 	}
 	// The outcome is journaled even when the operator stopped the run.
-	if jerr := d.record(context.WithoutCancel(ctx), step, status, dur, msg, data); jerr != nil {
+	if jerr := d.record(step, status, dur, msg, data); jerr != nil {
 		return errors.Join(err, jerr)
 	}
 	return err
 }
 
-// record journals one event of this device.
-func (d *deviceRun) record(ctx context.Context, step Step, status journal.Status, dur time.Duration, msg string, data map[string]any) error {
+// record journals one event of this device: it hands the event to the
+// device's writer and returns, with the error of an earlier write that
+// failed. The event is durable once d.events.wait returns.
+func (d *deviceRun) record(step Step, status journal.Status, dur time.Duration, msg string, data map[string]any) error {
 	var raw json.RawMessage
 	if len(data) > 0 {
 		b, err := json.Marshal(data)
@@ -583,12 +641,29 @@ func (d *deviceRun) record(ctx context.Context, step Step, status journal.Status
 	// Attempts count from what the journal held before this run, so they
 	// keep counting across retries and restarts.
 	attempt := d.prior.Attempts[string(step)] + 1
-	_, err := d.r.append(ctx, journal.Event{
-		Kind: journal.KindStep, WorkOrder: d.r.WorkOrder.ID, Slot: d.spec.Name, Device: string(d.hw),
+	d.last = step
+	return d.events.add(journal.Event{
+		Time: time.Now(), Kind: journal.KindStep, WorkOrder: d.r.WorkOrder.ID, Slot: d.spec.Name, Device: string(d.hw),
 		Operator: d.r.Operator, Step: string(step), Status: status, Attempt: attempt,
 		Duration: dur, Error: msg, Data: raw,
 	})
-	return err
+}
+
+// durable returns once every event of the run journaled so far is
+// durable. A step calls it right before an act that cannot be taken back
+// or that the DMS keeps (a claim, a lock of the device or at the DMS, a
+// completion), so that the journal holds its intent, and all that came
+// before, should the station die during the act.
+func (d *deviceRun) durable() error { return d.events.wait() }
+
+// journalFailed fails the run when its events could not all be written:
+// a device is never reported passed on a journal that does not say so.
+func (d *deviceRun) journalFailed(err error) {
+	if se := (*StepError)(nil); errors.As(d.res.Err, &se) {
+		d.fail(se.Step, errors.Join(se.Err, err))
+		return
+	}
+	d.fail(d.last, err)
 }
 
 // fail ends the run with a failed step.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -600,5 +601,37 @@ func TestPrinterOutOfPaperHoldsTheLabel(t *testing.T) {
 		if st := r.state(res.Device); st.Attempts["label"] != 1 {
 			t.Errorf("%s: %d label attempts, want 1", res.Device, st.Attempts["label"])
 		}
+	}
+}
+
+// TestTranscriptsKeptAfterTheRun: each run's protocol transcript is
+// appended to its device's file after the run, in order; Run returns
+// once its devices' are written, and Flush waits for RunSlot's.
+func TestTranscriptsKeptAfterTheRun(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 2, 10, nil)
+	r.runner.TraceDir = t.TempDir()
+	file := func(slot string) string {
+		return filepath.Join(r.runner.TraceDir, "WO-1", jobs.TraceFileName(string(r.fixture.device(slot).hw)))
+	}
+	if _, err := r.runner.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, slot := range []string{"S1", "S2"} {
+		if b, err := os.ReadFile(file(slot)); err != nil || !strings.HasPrefix(string(b), "# st-1 slot "+slot+", run started ") {
+			t.Errorf("%s's transcript when Run returned = %q, %v", slot, b, err)
+		}
+	}
+	// S1 again: already done, but identified, so its transcript grows.
+	if res := r.runner.RunSlot(ctx, "S1"); res.Outcome != jobs.OutcomeAlreadyDone {
+		t.Fatalf("RunSlot(S1) again = %s (%s), want already done", res.Outcome, res.Message)
+	}
+	r.runner.Flush()
+	b, err := os.ReadFile(file("S1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "# st-1 slot S1, run started "); n != 2 || strings.Count(string(b), "> IDENTIFY\n") != 2 {
+		t.Errorf("S1's transcript after two runs = %q, want two runs, each with its header and identify", b)
 	}
 }

@@ -236,6 +236,10 @@ func (d *deviceRun) verify(ctx context.Context) (map[string]any, error) {
 // activate claims the device for the product.
 func (d *deviceRun) activate(ctx context.Context) (map[string]any, error) {
 	wo := &d.r.WorkOrder
+	// The claim may spend a token: the journal holds its intent first.
+	if err := d.durable(); err != nil {
+		return nil, err
+	}
 	var a Activation
 	err := d.callDMS("activation", func(ctx context.Context) error {
 		var err error
@@ -297,6 +301,11 @@ func (d *deviceRun) lock(ctx context.Context) (map[string]any, error) {
 		if err := c.Check(d.r.labelFor(d.serial, d.hw, d.spec.Name)); err != nil {
 			return data, fmt.Errorf("%w: its label cannot be printed, so it is not locked: %w", flasher.ErrUnsupported, err)
 		}
+	}
+	// The locks cannot be taken back: the journal holds their intent
+	// and the serial first.
+	if err := d.durable(); err != nil {
+		return data, err
 	}
 	if len(wo.Lock.Device) > 0 {
 		err := d.backend.Lock(ctx, wo.Lock.Device)
@@ -377,6 +386,12 @@ func (d *deviceRun) finish(ctx context.Context) (map[string]any, error) {
 	}
 	if banner != "" && !strings.Contains(banner, want) {
 		return data, fmt.Errorf("%w: the device booted firmware %q, not %s", flasher.ErrVerify, banner, want)
+	}
+	// The DMS keeps the completion: the journal holds the device's
+	// label and this step's intent first. They were written while the
+	// device restarted.
+	if err := d.durable(); err != nil {
+		return data, err
 	}
 	if err := d.callDMS("the completion record", func(ctx context.Context) error {
 		return d.r.Upstream.Complete(ctx, CompleteRequest{WorkOrder: d.r.WorkOrder.ID, HardwareID: d.hw, Serial: d.serial})

@@ -192,6 +192,13 @@ func (b *batch) execute(ctx context.Context, out output) (jobs.Summary, error) {
 	sum, err := r.Run(ctx, b.slots...)
 	stopProgress()
 	<-done
+	// A label folder draws its previews behind the devices: they are
+	// all in the folder when the command ends.
+	if f, ok := b.printer.(interface{ Flush() error }); ok {
+		if ferr := f.Flush(); ferr != nil && b.logger != nil {
+			b.logger.Warn("label previews not drawn", "err", ferr)
+		}
+	}
 	return sum, err
 }
 

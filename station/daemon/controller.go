@@ -587,6 +587,7 @@ func (d *Daemon) Stop(ctx context.Context, sup localapi.Credential) error {
 	d.note(ctx, operatorEvent(op.Name, "stop", wo.wo.ID, "", nil))
 	wo.cancel()
 	wo.wg.Wait()
+	wo.runner.Flush()
 	d.mu.Lock()
 	if d.wo == wo {
 		d.wo = nil

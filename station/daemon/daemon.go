@@ -244,6 +244,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Unlock()
 	if wo != nil {
 		wo.wg.Wait()
+		wo.runner.Flush()
+	}
+	if err := d.printer.flush(); err != nil {
+		d.log.Warn("label previews not drawn", "err", err)
 	}
 	final := context.WithoutCancel(ctx)
 	d.note(final, journal.Event{Kind: journal.KindStation, Step: "stopped", Status: journal.StatusInfo})
@@ -367,6 +371,15 @@ func (p *printerLink) Print(ctx context.Context, l jobs.Label) error {
 		p.lastErr = err.Error()
 	}
 	return err
+}
+
+// flush waits for the previews the printer draws behind its labels (a
+// label folder's PNGs), if it draws any.
+func (p *printerLink) flush() error {
+	if f, ok := p.p.(interface{ Flush() error }); ok {
+		return f.Flush()
+	}
+	return nil
 }
 
 // Check reports whether the printer can render l (jobs' load-time and

@@ -16,10 +16,12 @@ package label
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/station-dev/station/jobs"
 )
@@ -57,13 +59,23 @@ func PNG(l jobs.Label) ([]byte, error) {
 }
 
 // DirSink "prints" labels as files in a folder: one ZPL file per device,
-// named by serial number. It stands in for a printer in the demo and serves
-// lines that print from a spooler watching the folder.
+// named by serial number, and beside it a PNG preview of the label. It
+// stands in for a printer in the demo and serves lines that print from a
+// spooler watching the folder.
+//
+// The ZPL is the print and is written by Print. The preview is drawn
+// after Print has returned, on a goroutine of its own, so that drawing
+// it never holds up a device; Flush waits for the previews.
 type DirSink struct {
 	Dir string
 	// Renderer renders the labels; the zero value serves every template
 	// except gs1 without a GTIN part number.
 	Renderer Renderer
+
+	mu       sync.Mutex
+	previews []jobs.Label  // printed, their preview not yet drawn
+	drawing  chan struct{} // closed when the previews are drawn; nil when idle
+	failed   []error       // previews that could not be drawn, for Flush
 }
 
 var _ jobs.Printer = (*DirSink)(nil)
@@ -92,9 +104,9 @@ func (s *DirSink) Check(l jobs.Label) error {
 	return err
 }
 
-// Print writes the label's ZPL to Dir/<serial>.zpl and its image to
-// Dir/<serial>.png, replacing an earlier print of the same device (a
-// reprint).
+// Print writes the label's ZPL to Dir/<serial>.zpl, replacing an earlier
+// print of the same device (a reprint), and queues its preview, drawn to
+// Dir/<serial>.png after Print returns (see Flush).
 func (s *DirSink) Print(ctx context.Context, l jobs.Label) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -104,18 +116,63 @@ func (s *DirSink) Print(ctx context.Context, l jobs.Label) error {
 		return err
 	}
 	z := lo.zpl()
-	img, err := lo.png()
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return fmt.Errorf("label folder: %w", err)
 	}
-	base := fileName(l.Serial)
-	if err := writeFile(s.Dir, base+".png", img); err != nil {
+	if err := writeFile(s.Dir, fileName(l.Serial)+".zpl", z); err != nil {
 		return err
 	}
-	return writeFile(s.Dir, base+".zpl", z)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.previews = append(s.previews, l)
+	if s.drawing == nil {
+		s.drawing = make(chan struct{})
+		go s.draw(s.drawing)
+	}
+	return nil
+}
+
+// draw draws the queued previews, oldest first, until none is left.
+func (s *DirSink) draw(done chan struct{}) {
+	for {
+		s.mu.Lock()
+		if len(s.previews) == 0 {
+			s.drawing = nil
+			s.mu.Unlock()
+			close(done)
+			return
+		}
+		l := s.previews[0]
+		s.previews = s.previews[1:]
+		s.mu.Unlock()
+		img, err := s.Renderer.PNG(l)
+		if err == nil {
+			err = writeFile(s.Dir, fileName(l.Serial)+".png", img)
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.failed = append(s.failed, fmt.Errorf("label preview of %s: %w", l.Serial, err))
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Flush returns once the preview of every label printed before it is
+// drawn, with the previews that could not be drawn since the last Flush.
+// The labels themselves (the ZPL) were printed: a preview never fails a
+// print.
+func (s *DirSink) Flush() error {
+	s.mu.Lock()
+	drawing := s.drawing
+	s.mu.Unlock()
+	if drawing != nil {
+		<-drawing
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := errors.Join(s.failed...)
+	s.failed = nil
+	return err
 }
 
 // writeFile replaces dir/name atomically.

@@ -1,7 +1,9 @@
 package label
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,5 +57,62 @@ func TestDirSink(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(b), "^XA") {
 		t.Errorf("label file = %q, want ZPL", b)
+	}
+}
+
+// TestDirSinkDrawsPreviewsInOrder: previews are drawn behind the prints,
+// in order, so that a reprint's preview is the last one printed, and
+// Flush waits for all of them.
+func TestDirSinkDrawsPreviewsInOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := &DirSink{Dir: dir}
+	last := map[string]jobs.Label{}
+	for i := range 6 {
+		l := testLabel("default")
+		l.Serial = fmt.Sprintf("THERMO-%06d", i%3+1)
+		l.FirmwareVersion = fmt.Sprintf("1.2.%d", i) // a reprint shows the later version
+		if err := s.Print(context.Background(), l); err != nil {
+			t.Fatal(err)
+		}
+		last[l.Serial] = l
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatalf("Flush() = %v", err)
+	}
+	for serial, l := range last {
+		got, err := os.ReadFile(filepath.Join(dir, serial+".png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := PNG(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s.png is not the preview of the last print (firmware %s)", serial, l.FirmwareVersion)
+		}
+	}
+}
+
+// TestDirSinkPreviewFailureLeavesThePrint: a preview that cannot be
+// written does not fail the print; Flush reports it, once.
+func TestDirSinkPreviewFailureLeavesThePrint(t *testing.T) {
+	dir := t.TempDir()
+	// A folder where the preview goes: the preview cannot replace it.
+	if err := os.MkdirAll(filepath.Join(dir, "THERMO-000001.png", "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &DirSink{Dir: dir}
+	if err := s.Print(context.Background(), testLabel("default")); err != nil {
+		t.Fatalf("Print() = %v, want the label printed", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "THERMO-000001.zpl")); err != nil {
+		t.Errorf("the ZPL was not written: %v", err)
+	}
+	if err := s.Flush(); err == nil || !strings.Contains(err.Error(), "THERMO-000001") {
+		t.Errorf("Flush() = %v, want the preview of THERMO-000001 reported", err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Errorf("second Flush() = %v, want nil: the failure was reported", err)
 	}
 }

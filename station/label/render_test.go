@@ -201,6 +201,10 @@ func TestDirSinkWritesZPLAndPNG(t *testing.T) {
 	if err := s.Print(context.Background(), testLabel("datamatrix")); err != nil {
 		t.Fatal(err)
 	}
+	// The preview is drawn behind the print.
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	z, err := os.ReadFile(filepath.Join(dir, "THERMO-000001.zpl"))
 	if err != nil || !bytes.Equal(z, ZPL(testLabel("datamatrix"))) {
 		t.Errorf("zpl file = %q, %v", z, err)

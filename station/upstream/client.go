@@ -40,7 +40,9 @@ type Config struct {
 	// Station is the station's id, the {station} of the events path.
 	Station string
 	// HTTP is the client whose transport, redirect policy and cookies
-	// are used; nil means http.DefaultClient's. Its Timeout is ignored:
+	// are used; nil means http.DefaultClient's, and a nil Transport
+	// means http.DefaultTransport's settings keeping an idle connection
+	// per slot (see dmsTransport). Its Timeout is ignored:
 	// calls are bounded by RequestTimeout, downloads by their context.
 	HTTP *http.Client
 	// Timeout bounds each call (not artifact downloads) on top of the
@@ -91,7 +93,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	rt := hc.Transport
 	if rt == nil {
-		rt = http.DefaultTransport
+		rt = dmsTransport()
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -414,6 +416,20 @@ func (e *Error) Error() string {
 
 // Unwrap returns the jobs sentinel for the code, if any.
 func (e *Error) Unwrap() error { return e.kind }
+
+// idleConns is how many idle connections to the DMS a client keeps: one
+// per slot of a large fixture.
+const idleConns = 64
+
+// dmsTransport is http.DefaultTransport keeping idleConns idle
+// connections to the DMS instead of two: every slot calls the DMS at the
+// same steps, and with two kept the other calls would each open a new
+// connection (over https, with a new TLS handshake).
+func dmsTransport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = idleConns
+	return t
+}
 
 // authTransport adds the API key to requests for one scheme and host.
 type authTransport struct {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -349,5 +352,67 @@ func TestNewRefuses(t *testing.T) {
 		if strings.Contains(err.Error(), "pw") || strings.Contains(err.Error(), key.Reveal()) {
 			t.Errorf("New(%s) = %q, holds a secret", tc.name, err)
 		}
+	}
+}
+
+// TestClientKeepsAConnectionPerSlot: slots that call the DMS together,
+// time after time, reuse their connections instead of opening new ones
+// (over https, each with its TLS handshake).
+func TestClientKeepsAConnectionPerSlot(t *testing.T) {
+	const slots = 16
+	var (
+		mu      sync.Mutex
+		release chan struct{}
+		opened  atomic.Int32
+	)
+	arrived := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		wait := release
+		mu.Unlock()
+		arrived <- struct{}{}
+		<-wait
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL, Key: jobs.NewSecret(dms.KeyPrefix + "test"), Station: testStation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each round has every slot's call in flight at once.
+	round := func() {
+		mu.Lock()
+		release = make(chan struct{})
+		mu.Unlock()
+		var wg sync.WaitGroup
+		for range slots {
+			wg.Go(func() {
+				resp, err := c.HTTPClient().Get(srv.URL + "/v1/ping")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			})
+		}
+		for range slots {
+			<-arrived
+		}
+		close(release)
+		wg.Wait()
+	}
+	round()
+	if n := opened.Load(); n != slots {
+		t.Fatalf("first round opened %d connections, want %d", n, slots)
+	}
+	round()
+	if n := opened.Load() - slots; n != 0 {
+		t.Errorf("second round opened %d new connections, want none: every slot's was kept", n)
 	}
 }
