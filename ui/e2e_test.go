@@ -124,11 +124,11 @@ func TestEndToEnd(t *testing.T) {
 	h := e2eKiosk(t, filepath.Join(dir, "api.sock"))
 
 	h.signInWithPIN("1234")
-	h.ui(func() { test.Type(h.k.scanner, "WO-DEMO-0001\n") })
+	h.ui(func() { h.scan("WO-DEMO-0001\n") })
 	h.waitFor("the work order in the header", func() bool {
 		return h.k.header.workOrder.Text == "WO-DEMO-0001" && h.k.run == localapi.RunReady
 	})
-	h.ui(func() { test.Tap(h.k.start) })
+	h.ui(func() { test.Tap(h.k.start.btn) })
 	// A tile turns PASSED with the device's last step; the header counts
 	// the device once the daemon has recorded its result, a moment later.
 	h.waitFor("every slot passed and the header counting 4 done", func() bool {
@@ -136,22 +136,29 @@ func TestEndToEnd(t *testing.T) {
 	})
 	h.ui(func() {
 		for _, name := range h.k.order {
-			if tl := h.tile(name); !strings.Contains(tl.status.Text, "PASSED") {
+			if tl := h.tile(name); tl.status.Text != "PASSED — REMOVE BOARD" {
 				t.Errorf("tile %s says %q", name, tl.status.Text)
 			}
 		}
 	})
 
-	// QA: find the work order's devices and export their logs.
+	// QA: find the work order's devices and write their signed export.
 	h.ui(func() { test.Tap(h.k.header.qa) })
 	h.waitFor("the devices in the QA view", func() bool { return h.k.qa != nil && len(h.k.qa.rows) == 4 })
-	out := filepath.Join(t.TempDir(), "export.jsonl")
+	out := t.TempDir()
 	h.ui(func() {
 		h.k.qa.path.SetText(out)
 		test.Tap(h.k.qa.export)
 	})
-	h.waitFor("the export", func() bool { return strings.HasPrefix(h.k.qa.msg.Text, "Exported") })
-	b, err := os.ReadFile(out)
+	h.waitFor("the export", func() bool { return strings.HasPrefix(h.k.qa.msg.Text, "Signed export written") })
+	folders, _ := filepath.Glob(filepath.Join(out, "station-export-*"))
+	if len(folders) != 1 {
+		t.Fatalf("export folders = %q, want one", folders)
+	}
+	if verify, err := exec.Command(bin, "export", "verify", folders[0]).CombinedOutput(); err != nil {
+		t.Fatalf("station export verify %s: %v\n%s", folders[0], err, verify)
+	}
+	b, err := os.ReadFile(filepath.Join(folders[0], "events.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +196,7 @@ func TestKioskFollowsDaemonRestart(t *testing.T) {
 	sock := filepath.Join(dir, "api.sock")
 	h := e2eKiosk(t, sock)
 	h.signInWithPIN("1234")
-	h.ui(func() { test.Tap(h.k.start) })
+	h.ui(func() { test.Tap(h.k.start.btn) })
 	h.waitFor("devices being flashed", func() bool {
 		for _, name := range h.k.order {
 			if s, _ := h.k.m.slot(name); s.Step == "flash" && s.Progress > 0 {

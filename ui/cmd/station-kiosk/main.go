@@ -52,6 +52,7 @@ func run(args []string) error {
 	showVersion := fs.Bool("version", false, "print the version and the commit, and exit")
 	logJSON := fs.Bool("log-json", false, "write logs to stderr as JSON lines")
 	statsFile := fs.String("stats", "", "at exit, write the kiosk's counters and its median change-to-screen latency to this `file` (JSON), for scripts/bench")
+	screenFile := fs.String("screen", "", "write what the screen shows (header, alert line, tiles, commands) to this `file` (JSON) as it changes, for end-to-end tests")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -85,7 +86,7 @@ func run(args []string) error {
 	defer cancel()
 
 	a := app.NewWithID("dev.station.kiosk")
-	k := ui.New(a, client, ui.Options{FullScreen: !*windowed, Title: "Station", Logger: log})
+	k := ui.New(a, client, ui.Options{FullScreen: !*windowed, Title: "Station", Logger: log, ScreenFile: *screenFile})
 	var once sync.Once
 	finish := func() (err error) {
 		once.Do(func() {
