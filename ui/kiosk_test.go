@@ -974,3 +974,45 @@ func TestPacedSlotEventsAreThrottled(t *testing.T) {
 		}
 	})
 }
+
+// TestDrawRateFollowsEvents: one slot's events are drawn at 10 Hz, 32
+// slots' (as many events as the daemon sends a second) once a second.
+func TestDrawRateFollowsEvents(t *testing.T) {
+	k := &Kiosk{opts: Options{Tick: 100 * time.Millisecond, MaxTick: time.Second}}
+	for _, tt := range []struct {
+		rate float64
+		want time.Duration
+	}{{0, 100 * time.Millisecond}, {10, 100 * time.Millisecond}, {80, 320 * time.Millisecond}, {320, time.Second}, {5000, time.Second}} {
+		if got := k.tick(tt.rate); got != tt.want {
+			t.Errorf("tick(%v events/s) = %v, want %v", tt.rate, got, tt.want)
+		}
+	}
+}
+
+// TestNothingTicksWhenNothingRuns: the elapsed times wake the drawer only
+// while a slot runs; a progress bar is redrawn only when it grows by a
+// pixel.
+func TestNothingTicksWhenNothingRuns(t *testing.T) {
+	c := newTestController(4)
+	c.st.Slots[0] = localapi.Slot{Name: "S01", Status: localapi.SlotPassed, Device: "D1", Elapsed: time.Minute, Seq: 1}
+	h := newHarness(t, c, Options{})
+	h.ui(func() {
+		if h.k.ticking.Load() {
+			t.Error("the drawer ticks with no slot running")
+		}
+	})
+	c.setSlot(localapi.Slot{Name: "S02", Status: localapi.SlotRunning, Step: "flash", Progress: 0.5, Started: time.Now()})
+	h.waitFor("S02 running", func() bool { return h.tile("S02").slot.Status == localapi.SlotRunning })
+	h.ui(func() {
+		if !h.k.ticking.Load() {
+			t.Error("the drawer does not tick with a slot running")
+		}
+		tl := h.tile("S02")
+		w := tl.bar.Size().Width
+		tl.slot.Progress += 0.1 / float64(tl.barFrame.Width) // a tenth of a pixel
+		tl.layoutBar()
+		if tl.bar.Size().Width != w {
+			t.Errorf("bar resized from %v to %v for a tenth of a pixel", w, tl.bar.Size().Width)
+		}
+	})
+}

@@ -430,6 +430,7 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 		}
 		poll := time.NewTicker(time.Second) // the DMS link changes without telling
 		defer poll.Stop()
+		var last time.Time
 		for {
 			select {
 			case <-ctx.Done():
@@ -439,6 +440,19 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 			case <-wake:
 			case <-poll.C:
 			}
+			// Changes that come faster than watchPace are sent
+			// together: each slot once, in its latest state.
+			if wait := time.Until(last.Add(watchPace)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				sub.Changes()
+			}
+			last = time.Now()
 			st := d.State(ctx)
 			if w := wholeKey(st); w != whole {
 				// Someone signed in or out, or a work order was loaded,
@@ -462,8 +476,10 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 				}
 				sent[s.Name] = sentSlot{s.Seq, s.Can}
 				slot := s
-				can := st.Can
-				if !send(localapi.Event{Type: "slot", Slot: &slot, Counts: &counts, Run: st.Run, Alerts: st.Alerts, Can: &can, Time: st.Time}) {
+				// The alerts and the commands, which every slot event
+				// would otherwise repeat, come in an "alert" event
+				// when they change.
+				if !send(localapi.Event{Type: "slot", Slot: &slot, Counts: &counts, Run: st.Run, Time: st.Time}) {
 					return
 				}
 			}
@@ -489,6 +505,12 @@ func wholeKey(st localapi.State) string {
 	}{st.Operator, st.WorkOrder})
 	return string(b)
 }
+
+// watchPace is the shortest time between two rounds of slot events of a
+// watcher: a station flashing 32 devices changes slots hundreds of times a
+// second, and no screen needs more than a few redraws a second. The first
+// change after a quiet time goes at once.
+const watchPace = 100 * time.Millisecond
 
 func headerKey(c localapi.Counts, run localapi.RunState, alerts []localapi.Alert, can localapi.Commands) string {
 	b, _ := json.Marshal(struct {

@@ -235,8 +235,10 @@ type Event struct {
 	Type  string `json:"type"`
 	State *State `json:"state,omitempty"`
 	Slot  *Slot  `json:"slot,omitempty"`
-	// Counts, Run, Alerts and Can come with "slot" and "alert" events, so
-	// that the header and the commands follow the slots.
+	// Counts and Run come with "slot" and "alert" events, so that the
+	// header follows the slots; Alerts and Can with "alert" events,
+	// sent whenever they change. A "slot" event may carry them too; one
+	// that does not leaves them as they were.
 	Counts *Counts   `json:"counts,omitempty"`
 	Run    RunState  `json:"run,omitempty"`
 	Alerts []Alert   `json:"alerts,omitempty"`
