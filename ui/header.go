@@ -82,8 +82,8 @@ func newHeader(onSignIn, onSignOut, onQA func()) *header {
 // headerLayout lays the header's four columns out in the width there is:
 // each column gets the width of its whole texts when they fit; when they
 // do not, the work order's product and details give way first, then the
-// counts, then the links, and each text shows what fits its column, cut at
-// a word.
+// links' details, the counts, and the work order's id and the done count
+// last; each text shows what fits its column, cut at a word.
 // Its minimum width is small, so that the header never makes the window
 // wider than the screen.
 type headerLayout struct{ h *header }
@@ -118,12 +118,15 @@ func (l *headerLayout) Layout(objs []fyne.CanvasObject, size fyne.Size) {
 		over -= d
 	}
 	shrink(&leftW, max(300, w(h.workOrder)))
-	shrink(&middleW, 400)
 	shrink(&linksW, 300)
+	shrink(&middleW, 400)
 	shrink(&whoW, buttons)
+	// Then the links (the alert line says what is wrong with them), the
+	// counts but the done count, and only then the work order's id.
+	shrink(&linksW, 0)
+	shrink(&middleW, w(h.run)+pad+w(h.done))
 	shrink(&leftW, 0)
 	shrink(&middleW, 0)
-	shrink(&linksW, 0)
 	h.width[h.workOrder] = leftW
 	h.width[h.product] = leftW - fyne.MeasureText(h.workOrder.Text, h.workOrder.TextSize, h.workOrder.TextStyle).Width - pad
 	h.width[h.detail] = leftW

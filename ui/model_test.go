@@ -200,9 +200,10 @@ func TestFitAndWrapText(t *testing.T) {
 func TestOperatorPart(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"slot S06, device 24:0a:c4:ef:e0:00, step flash: esp 24:0a:c4:ef:e0:00: FLASH_DEFL_DATA refused by the ROM: flash write failed. Retry once.", "Flash write failed. Retry once."},
-		{"slot S02, step flash: unplug and replug the board", "slot S02, step flash: unplug and replug the board"},
-		{"press Start", "press Start"},
-		{"waiting for the DMS: x", "waiting for the DMS: x"},
+		{"slot S02, step flash: unplug and replug the board", "Slot S02, step flash: unplug and replug the board"},
+		{"press Start", "Press Start"},
+		{"waiting for the DMS: x", "Waiting for the DMS: x"},
+		{"flash failed: bad cable (skipped by Olga: unplug the device)", "Skipped by Olga: unplug the device. Flash failed: bad cable"},
 	} {
 		if got := operatorPart(c.in); got != c.want {
 			t.Errorf("operatorPart(%q) = %q, want %q", c.in, got, c.want)

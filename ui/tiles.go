@@ -385,9 +385,11 @@ func operatorPart(reason string) string {
 		reason = reason[:i]
 	}
 	i := strings.LastIndex(reason, ": ")
-	if len(reason) <= 100 || i < 0 || len(reason)-i < 24 {
-		return note + reason
+	if len(reason) > 100 && i >= 0 && len(reason)-i >= 24 {
+		reason = reason[i+2:]
 	}
-	rest := reason[i+2:]
-	return note + strings.ToUpper(rest[:1]) + rest[1:]
+	if reason != "" {
+		reason = strings.ToUpper(reason[:1]) + reason[1:]
+	}
+	return note + reason
 }

@@ -159,7 +159,7 @@ func (d *Daemon) slotView(s *slotState, b jobs.SlotState) localapi.Slot {
 		if s.override != "" {
 			v.Status, v.Reason = localapi.SlotOverridden, s.override
 		}
-		if s.skipped != "" {
+		if s.skipped != "" && s.override == "" {
 			// Skipped after its result: the result stays shown, and
 			// no longer asks for the operator.
 			if v.Reason != "" {
