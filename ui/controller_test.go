@@ -98,7 +98,7 @@ func fillCan(st *localapi.State) {
 	}
 	switch {
 	case !sup:
-		c.Stop = no("needs a supervisor signed in")
+		c.Stop = no("needs a supervisor")
 	case st.WorkOrder == nil:
 		c.Stop = no("no work order is loaded")
 	}
@@ -118,7 +118,7 @@ func fillCan(st *localapi.State) {
 		}
 		switch {
 		case !sup:
-			sc.Override = no("needs a supervisor signed in")
+			sc.Override = no("needs a supervisor")
 		case !failed:
 			sc.Override = no("only a failed device in its slot is accepted")
 		}

@@ -81,9 +81,9 @@ func newHeader(onSignIn, onSignOut, onQA func()) *header {
 
 // headerLayout lays the header's four columns out in the width there is:
 // each column gets the width of its whole texts when they fit; when they
-// do not, the work order's product and details give way first, then the
-// links' details, the counts, and the work order's id and the done count
-// last; each text shows what fits its column, cut at a word.
+// do not, the links' details give way first, then the work order's
+// product and details, the counts, and the work order's id and the done
+// count last; each text shows what fits its column, cut at a word.
 // Its minimum width is small, so that the header never makes the window
 // wider than the screen.
 type headerLayout struct{ h *header }
@@ -117,8 +117,8 @@ func (l *headerLayout) Layout(objs []fyne.CanvasObject, size fyne.Size) {
 		*x -= d
 		over -= d
 	}
-	shrink(&leftW, max(300, w(h.workOrder)))
 	shrink(&linksW, 300)
+	shrink(&leftW, max(300, w(h.workOrder)))
 	shrink(&middleW, 400)
 	shrink(&whoW, buttons)
 	// Then the links (the alert line says what is wrong with them), the

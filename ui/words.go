@@ -26,6 +26,7 @@ var stepWords = map[string]string{
 	"print":     "PRINTING",
 	"test":      "TESTING",
 	"sync":      "SYNCING",
+	"done":      "FINISHING",
 }
 
 // statusWords says a slot's state in words, in capitals: "PASSED",

@@ -244,7 +244,7 @@ func (d *Daemon) canLocked() localapi.Commands {
 	}
 	switch {
 	case op == nil || !op.Supervisor:
-		c.Stop = no("needs a supervisor signed in")
+		c.Stop = no("needs a supervisor")
 	case d.wo == nil:
 		c.Stop = no("no work order is loaded")
 	case d.run == localapi.RunStopping:
@@ -294,7 +294,7 @@ func (d *Daemon) slotCanLocked(s *slotState, v localapi.Slot) localapi.SlotComma
 	}
 	switch {
 	case op == nil || !op.Supervisor:
-		c.Override = no("needs a supervisor signed in")
+		c.Override = no("needs a supervisor")
 	case d.wo == nil:
 		c.Override = no("no work order is loaded")
 	case s.override != "":
