@@ -121,8 +121,10 @@ type Kiosk struct {
 
 	ctxMu sync.Mutex
 	ctx   context.Context // Run's; commands run under it
-	// running counts the goroutines Run started (see Wait).
+	// running counts the goroutines Run started, tasks those the
+	// commands and views start (see Wait).
 	running sync.WaitGroup
+	tasks   tasks
 
 	// uiMu is held by every function run through do: on a real driver
 	// they all run on the main goroutine anyway; the test driver runs
@@ -271,7 +273,43 @@ func (k *Kiosk) Run(ctx context.Context) {
 // to end: after it the kiosk draws nothing more. Fyne's widgets share
 // caches, so a kiosk that stops must be done drawing before another one
 // (the next test's) starts.
-func (k *Kiosk) Wait() { k.running.Wait() }
+func (k *Kiosk) Wait() {
+	k.running.Wait()
+	k.tasks.stop()
+}
+
+// spawn runs f in a goroutine that Wait waits for; once Wait was called,
+// it runs nothing.
+func (k *Kiosk) spawn(f func()) { k.tasks.spawn(f) }
+
+// tasks are the goroutines of commands and views (a command, a log's
+// read, an export): a kiosk that stops waits for them.
+type tasks struct {
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+func (t *tasks) spawn(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
+}
+
+// stop lets no task start and waits for those running.
+func (t *tasks) stop() {
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+	t.wg.Wait()
+}
 
 func (k *Kiosk) runCtx() context.Context {
 	k.ctxMu.Lock()
@@ -279,8 +317,11 @@ func (k *Kiosk) runCtx() context.Context {
 	return k.ctx
 }
 
-// do runs f on the UI goroutine.
+// do runs f on the UI goroutine; once Run's context is done, nothing.
 func (k *Kiosk) do(f func()) {
+	if k.runCtx().Err() != nil {
+		return
+	}
 	fyne.Do(func() {
 		k.uiMu.Lock()
 		f()
@@ -807,7 +848,7 @@ func (k *Kiosk) command(title string, f func(ctx context.Context) (localapi.Stat
 // commandWith is command with the words of its errors, and a function run
 // on the UI goroutine when it succeeds.
 func (k *Kiosk) commandWith(title string, words func(error) string, f func(ctx context.Context) (localapi.State, error), ok func()) {
-	go func() {
+	k.spawn(func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
 		st, err := f(ctx)
@@ -829,7 +870,7 @@ func (k *Kiosk) commandWith(title string, words func(error) string, f func(ctx c
 		if ok != nil {
 			k.do(ok)
 		}
-	}()
+	})
 }
 
 // showError shows a message in the operator's words in a dialog; OK or
@@ -873,7 +914,7 @@ func (k *Kiosk) closeTop(ok bool) {
 // replayLater sends a kept scan once the dialog that closed is gone (it
 // is still the top overlay while its callback runs).
 func (k *Kiosk) replayLater() {
-	go k.do(k.replay)
+	k.spawn(func() { k.do(k.replay) })
 }
 
 // showPage replaces the main page with a view; showMain goes back.

@@ -132,7 +132,7 @@ func (p *pinPad) submit(cred localapi.Credential) {
 	p.busy = true
 	p.msg.SetText("Checking…")
 	k := p.k
-	go func() {
+	k.spawn(func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
 		err := p.act(ctx, cred)
@@ -152,7 +152,7 @@ func (p *pinPad) submit(cred localapi.Credential) {
 			}
 			p.d.Hide()
 		})
-	}()
+	})
 }
 
 // signOut signs the operator out.

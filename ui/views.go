@@ -313,7 +313,7 @@ func (v *deviceView) act(title, done string, f func(ctx context.Context, slot st
 // loadLabel fetches the preview of the device's label.
 func (v *deviceView) loadLabel() {
 	k, device, slot := v.k, v.device, v.slot
-	go func() {
+	k.spawn(func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
 		png, err := k.api.LabelPNG(ctx, slot)
@@ -329,7 +329,7 @@ func (v *deviceView) loadLabel() {
 			v.label.Show()
 			v.label.Refresh()
 		})
-	}()
+	})
 }
 
 // loadLog fetches the device's log; one read at a time, and one more if
@@ -346,7 +346,7 @@ func (v *deviceView) loadLog() {
 		return
 	}
 	v.logBusy = true
-	go func() {
+	k.spawn(func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
 		lines, err := k.api.DeviceLog(ctx, device)
@@ -374,7 +374,7 @@ func (v *deviceView) loadLog() {
 				v.list.ScrollToBottom()
 			}
 		})
-	}()
+	})
 }
 
 // logLineWords says one event of a device's log.
@@ -553,7 +553,7 @@ func (v *qaView) query() localapi.DeviceQuery {
 func (v *qaView) runSearch() {
 	k, q := v.k, v.query()
 	v.count.SetText("Searching…")
-	go func() {
+	k.spawn(func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
 		rows, err := k.api.Devices(ctx, q)
@@ -573,7 +573,7 @@ func (v *qaView) runSearch() {
 			v.table.Refresh()
 			v.count.SetText(fmt.Sprintf("%d devices: tap one to open it", len(rows)))
 		})
-	}()
+	})
 }
 
 // chooseFolder picks the folder the export goes into.
@@ -604,7 +604,7 @@ func (v *qaView) runExport() {
 	out := filepath.Join(dir, name+"-"+time.Now().Format("20060102-150405"))
 	v.msg.SetText("Exporting…")
 	v.export.Disable()
-	go func() {
+	k.spawn(func() {
 		n, err := exportSigned(k.runCtx(), k.api, q, out)
 		if err != nil {
 			k.log.Warn("export failed", "folder", out, "err", err)
@@ -619,7 +619,7 @@ func (v *qaView) runExport() {
 			}
 			v.msg.SetText(fmt.Sprintf("Signed export written to %s (%d files). QA checks it with: station export verify %s", out, n, out))
 		})
-	}()
+	})
 }
 
 // exportErrorWords says why an export failed: the daemon's, or the
