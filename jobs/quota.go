@@ -160,7 +160,7 @@ func (r *Runner) count(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := r.recordDoneAtDMS(ctx, ds, v.Serial); err != nil {
+		if err := r.recordDoneAtDMS(ctx, ds, v.Serial, r.Operator); err != nil {
 			return err
 		}
 		q.done++
@@ -179,15 +179,16 @@ func (r *Runner) count(ctx context.Context) error {
 }
 
 // recordDoneAtDMS journals the device of ds done, as the DMS holds it:
-// the step done passed, its data naming the DMS as the source.
-func (r *Runner) recordDoneAtDMS(ctx context.Context, ds journal.DeviceState, serial string) error {
+// the step done passed, its data naming the DMS as the source, by
+// operator.
+func (r *Runner) recordDoneAtDMS(ctx context.Context, ds journal.DeviceState, serial, operator string) error {
 	raw, err := json.Marshal(map[string]any{"source": "dms", "serial": serial})
 	if err != nil {
 		return fmt.Errorf("journal device %s done: %w", ds.Device, err)
 	}
 	if err := r.append(ctx, journal.Event{
 		Kind: journal.KindStep, WorkOrder: r.WorkOrder.ID, Slot: ds.Slot, Device: ds.Device,
-		Operator: r.Operator, Step: string(StepDone), Status: journal.StatusPassed,
+		Operator: operator, Step: string(StepDone), Status: journal.StatusPassed,
 		Attempt: ds.Attempts[string(StepDone)] + 1, Data: raw,
 	}); err != nil {
 		return fmt.Errorf("journal device %s done, as the DMS holds it: %w", ds.Device, err)

@@ -135,6 +135,10 @@ type Runner struct {
 	// Station is this station's id; Operator who is signed in.
 	Station  string
 	Operator string
+	// SignedIn, when set, says who is signed in now: a device's step
+	// events then carry who was signed in when its run started, in place
+	// of Operator ("" when nobody was).
+	SignedIn func() string
 	Logger   *slog.Logger
 	// Parallel is the most slots that work at once; 0 means all.
 	Parallel int
@@ -309,9 +313,21 @@ func (r *Runner) RunSlot(ctx context.Context, name string) Result {
 	if delay <= 0 {
 		delay = time.Second
 	}
+	operator := r.Operator
+	if r.SignedIn != nil {
+		operator = r.SignedIn()
+	}
+	var first Result
 	for attempt := 1; ; attempt++ {
-		res := r.runDevice(ctx, spec)
+		res := r.runDevice(ctx, spec, operator)
 		res.Attempts = attempt
+		if attempt == 1 {
+			first = res
+		} else if res.Device == "" {
+			// A retry that could not identify the device (it was
+			// unplugged) is about the device of the first try.
+			res.Device, res.Serial = first.Device, first.Serial
+		}
 		if res.Outcome != OutcomeFailed || attempt > r.WorkOrder.Flasher.Retries || !retryable(res.Err) || ctx.Err() != nil {
 			return res
 		}
@@ -380,9 +396,10 @@ func pipeline() []struct {
 	}
 }
 
-// runDevice runs the pipeline once on the device in a slot.
-func (r *Runner) runDevice(ctx context.Context, spec SlotSpec) (res Result) {
-	d := &deviceRun{r: r, ctx: ctx, spec: spec, log: r.Logger.With("slot", spec.Name, "work_order", r.WorkOrder.ID),
+// runDevice runs the pipeline once on the device in a slot; operator is
+// journaled on its every step.
+func (r *Runner) runDevice(ctx context.Context, spec SlotSpec, operator string) (res Result) {
+	d := &deviceRun{r: r, ctx: ctx, spec: spec, operator: operator, log: r.Logger.With("slot", spec.Name, "work_order", r.WorkOrder.ID),
 		skip: map[Step]string{}, res: Result{Slot: spec.Name, Steps: map[Step]time.Duration{}}}
 	// The device's events are written behind it, in order, and outlive
 	// an operator's stop.
@@ -477,6 +494,8 @@ type deviceRun struct {
 	ctx  context.Context // the device's, which a step's timeout does not bound
 	spec SlotSpec
 	log  *slog.Logger
+	// operator was signed in when the device's run started.
+	operator string
 
 	backend  flasher.Backend
 	link     atomic.Int64 // nanoseconds spent on the device link
@@ -618,6 +637,10 @@ func (d *deviceRun) run(ctx context.Context, step Step, f stepFunc) error {
 			data = map[string]any{}
 		}
 		data["error"] = err.Error()
+		if errors.Is(err, ErrStopped) {
+			// Stopped, not faulty: a restarted station runs it again.
+			data["stopped"] = true
+		}
 	}
 	// The outcome is journaled even when the operator stopped the run.
 	if jerr := d.record(step, status, dur, msg, data); jerr != nil {
@@ -644,7 +667,7 @@ func (d *deviceRun) record(step Step, status journal.Status, dur time.Duration, 
 	d.last = step
 	return d.events.add(journal.Event{
 		Time: time.Now(), Kind: journal.KindStep, WorkOrder: d.r.WorkOrder.ID, Slot: d.spec.Name, Device: string(d.hw),
-		Operator: d.r.Operator, Step: string(step), Status: status, Attempt: attempt,
+		Operator: d.operator, Step: string(step), Status: status, Attempt: attempt,
 		Duration: dur, Error: msg, Data: raw,
 	})
 }

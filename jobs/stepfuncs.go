@@ -103,7 +103,7 @@ func (d *deviceRun) ending() ending {
 // recordDoneAtDMS journals the device done as the DMS holds it.
 func (d *deviceRun) recordDoneAtDMS(ctx context.Context) error {
 	ds := journal.DeviceState{Slot: d.spec.Name, Device: string(d.hw), Attempts: d.prior.Attempts}
-	return d.r.recordDoneAtDMS(context.WithoutCancel(ctx), ds, d.serial)
+	return d.r.recordDoneAtDMS(context.WithoutCancel(ctx), ds, d.serial, d.operator)
 }
 
 // planResume marks the steps an earlier run already passed, so that this

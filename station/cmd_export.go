@@ -20,7 +20,8 @@ const exportHelp = `
 station export: write a signed export of the journal for quality assurance.
 
 The export folder receives devices.csv (one row per device: serial, slot,
-operator, firmware, per-step durations and results, final result),
+operator, firmware, per-step durations and results, runs, final result,
+override),
 events.jsonl (every event of the exported devices), transcripts/DEVICE.txt
 (a readable log per device) and manifest.json, which lists every file with
 its SHA-256 and size, signed with the station's ed25519 key in manifest.sig.

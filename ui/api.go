@@ -34,5 +34,7 @@ type API interface {
 	SignOut(ctx context.Context) (localapi.State, error)
 	Devices(ctx context.Context, q localapi.DeviceQuery) ([]localapi.DeviceRow, error)
 	DeviceLog(ctx context.Context, device string) ([]localapi.LogLine, error)
-	Export(ctx context.Context, q localapi.DeviceQuery, w io.Writer) error
+	// ExportSigned writes the signed QA export (station export's) of the
+	// selected devices to w, as a tar archive.
+	ExportSigned(ctx context.Context, q localapi.DeviceQuery, w io.Writer) error
 }

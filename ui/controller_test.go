@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -32,6 +33,8 @@ type testController struct {
 	rows  []localapi.DeviceRow
 	pins  map[string]localapi.Operator
 	seq   int64
+	// logReads counts the reads of each device's log.
+	logReads map[string]int
 }
 
 type sub struct {
@@ -69,7 +72,61 @@ func (c *testController) stateLocked() localapi.State {
 	st.Slots = slices.Clone(c.st.Slots)
 	st.Alerts = slices.Clone(c.st.Alerts)
 	st.Time = time.Now()
+	fillCan(&st)
 	return st
+}
+
+// fillCan says which commands the station takes, as the daemon does:
+// an operator for the run's and the slots' commands, a supervisor for
+// stop and override.
+func fillCan(st *localapi.State) {
+	yes := localapi.Allowed{OK: true}
+	no := func(why string) localapi.Allowed { return localapi.Allowed{Why: why} }
+	op := st.Operator
+	sup := op != nil && op.Supervisor
+	c := localapi.Commands{Load: yes, Start: yes, Pause: yes, Stop: yes}
+	switch {
+	case op == nil:
+		c.Load, c.Start, c.Pause = no("sign in first"), no("sign in first"), no("sign in first")
+	case st.WorkOrder == nil:
+		c.Start = no("scan a work order first")
+	case st.Run == localapi.RunRunning:
+		c.Start = no("already running")
+	}
+	if op != nil && st.Run != localapi.RunRunning {
+		c.Pause = no("not running")
+	}
+	switch {
+	case !sup:
+		c.Stop = no("needs a supervisor")
+	case st.WorkOrder == nil:
+		c.Stop = no("no work order is loaded")
+	}
+	st.Can = c
+	for i := range st.Slots {
+		sl := &st.Slots[i]
+		failed := sl.Status == localapi.SlotFailed
+		sc := localapi.SlotCommands{Retry: yes, Skip: yes, Override: yes, Reprint: yes}
+		switch {
+		case op == nil:
+			sc.Retry, sc.Skip, sc.Reprint = no("sign in first"), no("sign in first"), no("sign in first")
+		case !failed:
+			sc.Retry = no("only a failed device is retried")
+		}
+		if op != nil && (sl.Status == localapi.SlotEmpty || sl.Status == localapi.SlotRunning) {
+			sc.Skip = no("no board to skip")
+		}
+		switch {
+		case !sup:
+			sc.Override = no("needs a supervisor")
+		case !failed:
+			sc.Override = no("only a failed device in its slot is accepted")
+		}
+		if op != nil && sl.Status != localapi.SlotPassed {
+			sc.Reprint = no("no label was printed for this board")
+		}
+		sl.Can = sc
+	}
 }
 
 // broadcastLocked sends ev to every watcher, waiting for slow ones.
@@ -102,8 +159,13 @@ func (c *testController) setSlot(s localapi.Slot) int64 {
 			c.st.Slots[i] = s
 		}
 	}
-	counts := c.st.Counts
-	c.broadcastLocked(localapi.Event{Type: localapi.EventSlot, Slot: &s, Counts: &counts, Run: c.st.Run, Alerts: slices.Clone(c.st.Alerts), Time: time.Now()})
+	st := c.stateLocked()
+	for _, x := range st.Slots {
+		if x.Name == s.Name {
+			s = x
+		}
+	}
+	c.broadcastLocked(localapi.Event{Type: localapi.EventSlot, Slot: &s, Counts: &st.Counts, Run: st.Run, Alerts: st.Alerts, Can: &st.Can, Time: time.Now()})
 	return s.Seq
 }
 
@@ -240,12 +302,22 @@ func (c *testController) Skip(_ context.Context, slot string) error {
 	return nil
 }
 
-// Override needs a supervisor's credential.
+// Override needs a supervisor's credential; the slot turns overridden.
 func (c *testController) Override(_ context.Context, slot, reason string, sup localapi.Credential) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.record("override " + slot + " " + reason)
-	return c.supervisorLocked(sup, "accept a failed device")
+	if err := c.supervisorLocked(sup, "accept a failed device"); err != nil {
+		return err
+	}
+	for i := range c.st.Slots {
+		if c.st.Slots[i].Name == slot {
+			c.seq++
+			c.st.Slots[i].Status, c.st.Slots[i].Reason, c.st.Slots[i].Seq = localapi.SlotOverridden, "accepted: "+reason, c.seq
+		}
+	}
+	c.changeLocked()
+	return nil
 }
 
 // Reprint records the call.
@@ -301,10 +373,14 @@ func (c *testController) Devices(_ context.Context, q localapi.DeviceQuery) ([]l
 	return out, nil
 }
 
-// DeviceLog returns c.logs[device].
+// DeviceLog returns c.logs[device], and counts the reads.
 func (c *testController) DeviceLog(_ context.Context, device string) ([]localapi.LogLine, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.logReads == nil {
+		c.logReads = map[string]int{}
+	}
+	c.logReads[device]++
 	l, ok := c.logs[device]
 	if !ok {
 		return nil, fmt.Errorf("device %s has no log: %w", device, localapi.ErrNotFound)
@@ -324,6 +400,28 @@ func (c *testController) Export(ctx context.Context, q localapi.DeviceQuery, w i
 		}
 	}
 	return nil
+}
+
+// ExportSigned writes a tar of two files: the rows' CSV and a manifest.
+func (c *testController) ExportSigned(ctx context.Context, q localapi.DeviceQuery, w io.Writer) error {
+	rows, err := c.Devices(ctx, q)
+	if err != nil {
+		return err
+	}
+	var csv strings.Builder
+	for _, r := range rows {
+		fmt.Fprintf(&csv, "%s,%s\n", r.Device, r.Result)
+	}
+	tw := tar.NewWriter(w)
+	for _, f := range []struct{ name, body string }{{"devices.csv", csv.String()}, {"transcripts/x.txt", "log\n"}, {"manifest.json", "{}\n"}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tw, f.body); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
 }
 
 // daemon serves a controller's local API on a unix socket, as the station

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,8 @@ func stationBinary(t *testing.T) string {
 type serveProcess struct {
 	p   *proctest.Process
 	log *proctest.Buffer
+	// control is the simulation's control socket (unplug N, plug N).
+	control string
 }
 
 // startServe starts the daemon with simulated devices in dir and waits
@@ -69,11 +72,31 @@ func startServe(t *testing.T, bin, dir string, args ...string) *serveProcess {
 	if err != nil {
 		t.Fatalf("station serve printed no startup line: %v\n%s", err, logs.String())
 	}
-	var info struct{ Socket string }
+	var info struct{ Socket, Control string }
 	if err := json.Unmarshal([]byte(line), &info); err != nil || info.Socket == "" {
 		t.Fatalf("station serve printed %q", line)
 	}
+	p.control = info.Control
 	return p
+}
+
+// command sends one line to the simulation's control socket ("plug 12")
+// and fails the test unless it answers ok.
+func (p *serveProcess) command(t *testing.T, line string) {
+	t.Helper()
+	c, err := net.Dial("unix", p.control)
+	if err != nil {
+		t.Fatalf("simulation control socket: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := fmt.Fprintln(c, line); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || strings.TrimSpace(reply) != "ok" {
+		t.Fatalf("simulation %q = %q, %v", line, reply, err)
+	}
 }
 
 func (p *serveProcess) kill() { p.p.Kill() }
@@ -101,6 +124,15 @@ func (h *harness) allPassed() bool {
 	return true
 }
 
+// tapWhenOn taps a command's button once the daemon takes the command
+// (its state, which turns the button on, may come a moment after the
+// answer to the command before).
+func (h *harness) tapWhenOn(what string, a *action) {
+	h.t.Helper()
+	h.waitFor(what+" on", func() bool { return !a.Disabled() })
+	h.ui(func() { test.Tap(a.btn) })
+}
+
 // signInWithPIN types the PIN on the kiosk's pad.
 func (h *harness) signInWithPIN(pin string) {
 	h.ui(func() { test.Tap(h.k.header.signIn) })
@@ -124,11 +156,11 @@ func TestEndToEnd(t *testing.T) {
 	h := e2eKiosk(t, filepath.Join(dir, "api.sock"))
 
 	h.signInWithPIN("1234")
-	h.ui(func() { test.Type(h.k.scanner, "WO-DEMO-0001\n") })
+	h.ui(func() { h.scan("WO-DEMO-0001\n") })
 	h.waitFor("the work order in the header", func() bool {
 		return h.k.header.workOrder.Text == "WO-DEMO-0001" && h.k.run == localapi.RunReady
 	})
-	h.ui(func() { test.Tap(h.k.start) })
+	h.tapWhenOn("Start", h.k.start)
 	// A tile turns PASSED with the device's last step; the header counts
 	// the device once the daemon has recorded its result, a moment later.
 	h.waitFor("every slot passed and the header counting 4 done", func() bool {
@@ -136,22 +168,29 @@ func TestEndToEnd(t *testing.T) {
 	})
 	h.ui(func() {
 		for _, name := range h.k.order {
-			if tl := h.tile(name); !strings.Contains(tl.status.Text, "PASSED") {
+			if tl := h.tile(name); tl.status.Text != "PASSED — REMOVE BOARD" {
 				t.Errorf("tile %s says %q", name, tl.status.Text)
 			}
 		}
 	})
 
-	// QA: find the work order's devices and export their logs.
+	// QA: find the work order's devices and write their signed export.
 	h.ui(func() { test.Tap(h.k.header.qa) })
 	h.waitFor("the devices in the QA view", func() bool { return h.k.qa != nil && len(h.k.qa.rows) == 4 })
-	out := filepath.Join(t.TempDir(), "export.jsonl")
+	out := t.TempDir()
 	h.ui(func() {
 		h.k.qa.path.SetText(out)
 		test.Tap(h.k.qa.export)
 	})
-	h.waitFor("the export", func() bool { return strings.HasPrefix(h.k.qa.msg.Text, "Exported") })
-	b, err := os.ReadFile(out)
+	h.waitFor("the export", func() bool { return strings.HasPrefix(h.k.qa.msg.Text, "Signed export written") })
+	folders, _ := filepath.Glob(filepath.Join(out, "station-export-*"))
+	if len(folders) != 1 {
+		t.Fatalf("export folders = %q, want one", folders)
+	}
+	if verify, err := exec.Command(bin, "export", "verify", folders[0]).CombinedOutput(); err != nil {
+		t.Fatalf("station export verify %s: %v\n%s", folders[0], err, verify)
+	}
+	b, err := os.ReadFile(filepath.Join(folders[0], "events.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +228,7 @@ func TestKioskFollowsDaemonRestart(t *testing.T) {
 	sock := filepath.Join(dir, "api.sock")
 	h := e2eKiosk(t, sock)
 	h.signInWithPIN("1234")
-	h.ui(func() { test.Tap(h.k.start) })
+	h.tapWhenOn("Start", h.k.start)
 	h.waitFor("devices being flashed", func() bool {
 		for _, name := range h.k.order {
 			if s, _ := h.k.m.slot(name); s.Step == "flash" && s.Progress > 0 {
@@ -290,12 +329,7 @@ func TestREADMEQuickStart(t *testing.T) {
 	// minutes (Fyne's C parts): built here beforehand, bound only by the
 	// test binary's deadline, so that the wait below is for the kiosk to
 	// start and connect, not for the compiler.
-	build := exec.CommandContext(t.Context(), "go", append(append([]string{"build"}, proctest.BuildFlags()...),
-		"-o", filepath.Join(dir, "station-kiosk"), "./ui/cmd/station-kiosk")...)
-	build.Dir = ".."
-	if out, err := proctest.Output(build); err != nil {
-		t.Fatalf("build the kiosk: %v\n%s", err, out)
-	}
+	kioskBinary(t, dir)
 
 	// station serve, as shown: it makes its work folder in its working
 	// directory.
@@ -375,6 +409,21 @@ func TestREADMEQuickStart(t *testing.T) {
 	if got.Events == 0 || got.FullRedraws == 0 {
 		t.Errorf("the kiosk received %d events and drew the whole state %d times, want both > 0:\n%s", got.Events, got.FullRedraws, klogs.String())
 	}
+}
+
+// kioskBinary builds station-kiosk into dir with the test binary's own
+// build flags, so that it comes from the build cache the test's build
+// filled, and returns its path.
+func kioskBinary(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "station-kiosk")
+	build := exec.CommandContext(t.Context(), "go", append(append([]string{"build"}, proctest.BuildFlags()...),
+		"-o", bin, "./ui/cmd/station-kiosk")...)
+	build.Dir = ".."
+	if out, err := proctest.Output(build); err != nil {
+		t.Fatalf("build the kiosk: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // childrenOf returns the ids of pid's child processes, whichever of its

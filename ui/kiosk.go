@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -31,11 +32,21 @@ type Options struct {
 	// Tick is the shortest time between two draws: changes that come
 	// faster are coalesced. 0 means 100 ms (10 Hz).
 	Tick time.Duration
+	// MaxTick is the longest time between two draws while slots change:
+	// the more slot events come in a second, the longer the drawer waits
+	// between draws, up to MaxTick, so that a busy station costs about
+	// one redraw a second (each redraw paints the whole window: in
+	// software rendering, tens of milliseconds of CPU). 0 means 1 s.
+	MaxTick time.Duration
 	// CommandTimeout bounds each command to the daemon; 0 means 30 s.
 	CommandTimeout time.Duration
 	// ExportDir is where exports go by default; "" means the home
 	// directory.
 	ExportDir string
+	// ScreenFile, when set, receives what the screen shows (Screen, as
+	// JSON) after the draws that change it, at most twice a second: for
+	// end-to-end tests under a real X server.
+	ScreenFile string
 }
 
 // latencies keeps the last changes' latencies.
@@ -87,9 +98,17 @@ type Stats struct {
 // state and sends the operator's commands to the daemon through API.
 //
 // A model goroutine applies the daemon's event stream to an in-memory
-// model; a drawer draws what changed, in one fyne.Do call per draw and at
-// most one draw per tick, so that many slots changing many times a second
-// cost one redraw of each changed tile per tick.
+// model; a drawer draws what changed, in one fyne.Do call per draw, at a
+// rate that follows the rate of slot events (Options.Tick to MaxTick), so
+// that many slots changing many times a second cost a few redraws a
+// second of the tiles that changed. Nothing is drawn while nothing
+// changes: no text cursor blinks, and the elapsed times tick only while a
+// slot runs.
+//
+// The barcode scanner types into the window: a key handler collects what
+// it types, with no text field holding the focus; a scan that comes while
+// a dialog is open, before anyone signed in or while the daemon is away
+// is kept and sent once it can be.
 type Kiosk struct {
 	app  fyne.App
 	win  fyne.Window
@@ -102,8 +121,10 @@ type Kiosk struct {
 
 	ctxMu sync.Mutex
 	ctx   context.Context // Run's; commands run under it
-	// running counts the goroutines Run started (see Wait).
+	// running counts the goroutines Run started, tasks those the
+	// commands and views start (see Wait).
 	running sync.WaitGroup
+	tasks   tasks
 
 	// uiMu is held by every function run through do: on a real driver
 	// they all run on the main goroutine anyway; the test driver runs
@@ -111,29 +132,41 @@ type Kiosk struct {
 	// while they tap.
 	uiMu sync.Mutex
 
+	// ticking reports that a tile's elapsed time runs: the drawer wakes
+	// once a second only then.
+	ticking atomic.Bool
+	// screenDirty asks for the screen file to be written again.
+	screenDirty atomic.Bool
+
 	// Widgets, touched only through do or Fyne's callbacks.
 	header     *header
-	top        *fyne.Container // header, banner and alerts
+	top        *fyne.Container // header, banner and the alert line
 	banner     *fyne.Container
 	bannerText *canvas.Text
 	greyOut    *canvas.Rectangle
-	alertsBox  *fyne.Container
+	alertBar   *alertBar
 	alerts     []localapi.Alert
 	grid       *fyne.Container
 	tiles      map[string]*tile
 	order      []string
-	scanner    *scannerEntry
-	start      *widget.Button
-	pause      *widget.Button
-	stop       *widget.Button
+	scanText   *canvas.Text // what the scanner typed, or what became of it
+	scanNote   *canvas.Text
+	scanBuf    []rune
+	queued     string // a scan kept until it can be sent
+	start      *action
+	pause      *action
+	stop       *action
 	body       *fyne.Container
 	mainPage   *fyne.Container
 	dev        *deviceView // the open device view, or nil
 	qa         *qaView     // the open QA view, or nil
 	pinPad     *pinPad     // the open PIN dialog (sign-in or a supervisor's), or nil
+	dialogs    []dialog.Dialog
 	connected  bool
 	run        localapi.RunState
 	operator   *localapi.Operator
+	workOrder  string // the loaded work order's id
+	can        localapi.Commands
 	lastSecond time.Time
 
 	hookMu    sync.Mutex
@@ -156,6 +189,10 @@ func New(app fyne.App, api API, opts Options) *Kiosk {
 	if opts.Tick <= 0 {
 		opts.Tick = 100 * time.Millisecond
 	}
+	if opts.MaxTick <= 0 {
+		opts.MaxTick = time.Second
+	}
+	opts.MaxTick = max(opts.MaxTick, opts.Tick)
 	if opts.CommandTimeout <= 0 {
 		opts.CommandTimeout = 30 * time.Second
 	}
@@ -173,6 +210,8 @@ func New(app fyne.App, api API, opts Options) *Kiosk {
 	k.win.SetMaster()
 	k.build()
 	k.win.SetContent(k.body)
+	k.win.Canvas().SetOnTypedRune(k.typedRune)
+	k.win.Canvas().SetOnTypedKey(k.typedKey)
 	if opts.FullScreen {
 		k.win.SetFullScreen(true)
 	} else {
@@ -224,13 +263,53 @@ func (k *Kiosk) Run(ctx context.Context) {
 	k.running.Add(2)
 	go func() { defer k.running.Done(); k.watch(ctx) }()
 	go func() { defer k.running.Done(); k.draw(ctx) }()
+	if k.opts.ScreenFile != "" {
+		k.running.Add(1)
+		go func() { defer k.running.Done(); k.writeScreens(ctx) }()
+	}
 }
 
 // Wait waits, once Run's context is done, for the goroutines Run started
 // to end: after it the kiosk draws nothing more. Fyne's widgets share
 // caches, so a kiosk that stops must be done drawing before another one
 // (the next test's) starts.
-func (k *Kiosk) Wait() { k.running.Wait() }
+func (k *Kiosk) Wait() {
+	k.running.Wait()
+	k.tasks.stop()
+}
+
+// spawn runs f in a goroutine that Wait waits for; once Wait was called,
+// it runs nothing.
+func (k *Kiosk) spawn(f func()) { k.tasks.spawn(f) }
+
+// tasks are the goroutines of commands and views (a command, a log's
+// read, an export): a kiosk that stops waits for them.
+type tasks struct {
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+func (t *tasks) spawn(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
+}
+
+// stop lets no task start and waits for those running.
+func (t *tasks) stop() {
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+	t.wg.Wait()
+}
 
 func (k *Kiosk) runCtx() context.Context {
 	k.ctxMu.Lock()
@@ -238,8 +317,11 @@ func (k *Kiosk) runCtx() context.Context {
 	return k.ctx
 }
 
-// do runs f on the UI goroutine.
+// do runs f on the UI goroutine; once Run's context is done, nothing.
 func (k *Kiosk) do(f func()) {
+	if k.runCtx().Err() != nil {
+		return
+	}
 	fyne.Do(func() {
 		k.uiMu.Lock()
 		f()
@@ -279,13 +361,18 @@ func (k *Kiosk) watch(ctx context.Context) {
 }
 
 // draw takes the model's changes and draws them, in one fyne.Do each
-// time: the first change at once, then at most one draw per Tick however
-// many events come, so that a burst costs one redraw of each changed
-// tile per tick. Elapsed times are redrawn once a second.
+// time: the first change after a quiet time at once, then at most one
+// draw per tick however many events come. The tick follows the rate of
+// slot events: Options.Tick while few slots change, up to MaxTick while
+// many do, so that a busy station costs a few redraws a second, each of
+// the tiles that changed. Elapsed times are redrawn once a second while a
+// slot runs; nothing wakes the drawer otherwise.
 func (k *Kiosk) draw(ctx context.Context) {
 	sec := time.NewTicker(time.Second)
 	defer sec.Stop()
 	var last time.Time
+	var rate float64 // slot events a second, smoothed
+	lastEvents, lastAt := k.m.slotEventCount(), time.Now()
 	for {
 		second := false
 		select {
@@ -293,9 +380,14 @@ func (k *Kiosk) draw(ctx context.Context) {
 			return
 		case <-k.m.wake:
 		case <-sec.C:
+			// Elapsed times are redrawn with the draws of changes;
+			// a draw of its own only when none came for a second.
+			if !k.ticking.Load() || time.Since(last) < time.Second {
+				continue
+			}
 			second = true
 		}
-		if wait := time.Until(last.Add(k.opts.Tick)); wait > 0 && !second {
+		if wait := time.Until(last.Add(k.tick(rate))); wait > 0 && !second {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -304,13 +396,33 @@ func (k *Kiosk) draw(ctx context.Context) {
 			case <-t.C:
 			}
 		}
+		now := time.Now()
+		if n, dt := k.m.slotEventCount(), now.Sub(lastAt); dt > 0 {
+			r := float64(n-lastEvents) / dt.Seconds()
+			// Rising at once, falling over a few draws.
+			if r > rate {
+				rate = r
+			} else {
+				rate = 0.7*rate + 0.3*r
+			}
+			lastEvents, lastAt = n, now
+		}
 		c := k.m.take()
 		if c.empty() && !second {
 			continue
 		}
-		last = time.Now()
+		last = now
 		k.do(func() { k.apply(c, time.Now(), second) })
 	}
+}
+
+// tick is the time between two draws for a rate of slot events a
+// second: 4 ms an event, from Options.Tick to MaxTick. One slot flashing
+// (about 10 events a second) is drawn at 10 Hz, 8 slots at 3 Hz, 32 slots
+// (the daemon sends at most 10 rounds a second) once a second.
+func (k *Kiosk) tick(rate float64) time.Duration {
+	d := time.Duration(rate * float64(4*time.Millisecond))
+	return min(max(d, k.opts.Tick), k.opts.MaxTick)
 }
 
 // apply draws a change; second says the elapsed times are due.
@@ -320,9 +432,11 @@ func (k *Kiosk) apply(c change, now time.Time, second bool) {
 	if c.conn {
 		k.setConnected(c.connected)
 	}
+	var changedSlots []localapi.Slot
 	if c.full {
 		seq = k.setSlots(c.state.Slots, now)
 		updated = len(seq)
+		changedSlots = c.state.Slots
 	} else if len(c.slots) > 0 {
 		seq = make(map[string]int64, len(c.slots))
 		var lat []time.Duration
@@ -335,14 +449,22 @@ func (k *Kiosk) apply(c change, now time.Time, second bool) {
 				lat = append(lat, now.Sub(s.Changed))
 			}
 		}
+		changedSlots = c.slots
 		k.hookMu.Lock()
 		k.latency.add(lat)
 		k.hookMu.Unlock()
 	}
 	if c.header {
-		k.header.update(c.state)
+		if k.connected {
+			k.header.update(c.state)
+		}
 		k.run = c.state.Run
 		k.operator = c.state.Operator
+		k.can = c.state.Can
+		k.workOrder = ""
+		if c.state.WorkOrder != nil {
+			k.workOrder = c.state.WorkOrder.ID
+		}
 	}
 	if c.alertsSet {
 		k.setAlerts(c.alerts)
@@ -350,25 +472,35 @@ func (k *Kiosk) apply(c change, now time.Time, second bool) {
 	if c.conn || c.header {
 		k.setControls()
 	}
-	if second {
-		for _, t := range k.tiles {
-			if t.ticking() {
+	ticking := false
+	if now.Truncate(time.Second) != k.lastSecond.Truncate(time.Second) {
+		k.lastSecond = now
+		second = true
+	}
+	for _, t := range k.tiles {
+		if t.ticking() {
+			ticking = true
+			if second {
 				t.setElapsed(now)
 			}
 		}
-		k.focusScanner()
 	}
+	k.ticking.Store(ticking)
 	if k.dev != nil {
-		if _, ok := seq[k.dev.slot]; ok {
-			if sl, ok := k.m.slot(k.dev.slot); ok {
-				k.dev.setSlot(sl)
-			}
+		for _, s := range changedSlots {
+			k.dev.slotChanged(s)
 		}
-		k.dev.setControls(k.connected)
+		if c.conn || c.header {
+			k.dev.setControls()
+		}
 	}
-	if c.empty() {
+	if k.queued != "" && (c.header || c.conn) {
+		k.replay()
+	}
+	if c.empty() && !second {
 		return
 	}
+	k.screenDirty.Store(true)
 	k.hookMu.Lock()
 	k.stats.Draws++
 	k.stats.SlotUpdates += int64(updated)
@@ -420,7 +552,7 @@ func (k *Kiosk) setSlots(slots []localapi.Slot, now time.Time) map[string]int64 
 }
 
 // setConnected shows or hides the reconnecting banner and greys the
-// commands.
+// commands; while the daemon is away the links show as unknown.
 func (k *Kiosk) setConnected(ok bool) {
 	k.connected = ok
 	if ok {
@@ -431,70 +563,52 @@ func (k *Kiosk) setConnected(ok bool) {
 		k.bannerText.Refresh()
 		k.banner.Show()
 		k.greyOut.Show()
+		k.header.setAway()
 	}
-	k.relayout()
-}
-
-// relayout lays the main page out again after the banner or the alerts
-// changed height. It is rare: tiles are never laid out for a slot change.
-func (k *Kiosk) relayout() {
 	k.top.Refresh()
 	k.mainPage.Refresh()
 }
 
-// setControls enables the commands that make sense now.
+// away is why every command is off while the daemon cannot be reached.
+const away = "the station service is away: wait for it"
+
+// setControls enables the commands the daemon takes now from the one
+// signed in (State.Can), and says why the others are off.
 func (k *Kiosk) setControls() {
-	enable := func(b interface {
-		Enable()
-		Disable()
-		Disabled() bool
-	}, on bool) {
-		if on && b.Disabled() {
+	c := k.connected
+	k.start.set(k.can.Start, c)
+	k.pause.set(k.can.Pause, c)
+	k.stop.set(k.can.Stop, c)
+	for _, b := range []*widget.Button{k.header.signIn, k.header.qa} {
+		if c && b.Disabled() {
 			b.Enable()
-		} else if !on && !b.Disabled() {
+		} else if !c && !b.Disabled() {
 			b.Disable()
 		}
 	}
-	c := k.connected
-	enable(k.start, c && k.run != localapi.RunRunning && k.run != localapi.RunStopping)
-	enable(k.pause, c && k.run == localapi.RunRunning)
-	enable(k.stop, c && k.run != localapi.RunIdle && k.run != localapi.RunStopping)
-	enable(k.scanner, c)
-	enable(k.header.signIn, c)
-	enable(k.header.qa, c)
+	k.showScan()
 }
 
-// setAlerts shows the alerts banner, most urgent first.
+// setAlerts shows the alerts in the one alert line: it keeps its height,
+// so nothing moves whatever their number.
 func (k *Kiosk) setAlerts(alerts []localapi.Alert) {
 	if slices.Equal(alerts, k.alerts) {
 		return
 	}
 	k.alerts = alerts
-	rows := make([]fyne.CanvasObject, 0, len(alerts))
-	for _, a := range alerts {
-		rows = append(rows, alertRow(a))
-	}
-	k.alertsBox.Objects = rows
-	k.relayout()
+	k.alertBar.set(alerts)
 }
 
-// alertRow is one alert: its level in colour, its message in words.
-func alertRow(a localapi.Alert) fyne.CanvasObject {
-	bg, fg := alertColors(a.Level)
-	word := strings.ToUpper(string(a.Level))
-	if word == "" {
-		word = "NOTE"
+// showAlerts lists every alert in a dialog (the alert line's tap).
+func (k *Kiosk) showAlerts() {
+	rows := make([]fyne.CanvasObject, 0, len(k.alerts))
+	for _, a := range k.alerts {
+		l := widget.NewLabel(strings.ToUpper(string(a.Level)) + ": " + alertWords(a))
+		l.Wrapping = fyne.TextWrapWord
+		rows = append(rows, l)
 	}
-	lt := text(word, 24, true)
-	lt.Color = fg
-	badge := container.NewStack(canvas.NewRectangle(bg), container.NewPadded(lt))
-	msg := widget.NewLabel(alertWords(a))
-	msg.Wrapping = fyne.TextWrapWord
-	msg.TextStyle.Bold = true
-	row := canvas.NewRectangle(color.NRGBA{0x2a, 0x2d, 0x34, 0xff})
-	row.StrokeColor = bg
-	row.StrokeWidth = 3
-	return container.NewStack(row, container.NewBorder(nil, nil, badge, nil, msg))
+	scroll := container.NewVScroll(container.NewVBox(rows...))
+	k.showDialog(dialog.NewCustom("Alerts", "Close", sized(scroll, 900, 500), k.win))
 }
 
 // build makes the window's widgets.
@@ -506,28 +620,24 @@ func (k *Kiosk) build() {
 	k.bannerText.Alignment = fyne.TextAlignCenter
 	k.banner = container.NewStack(canvas.NewRectangle(colorBannerDown), container.NewPadded(k.bannerText))
 
-	k.alertsBox = container.NewVBox()
+	k.alertBar = newAlertBar(func() { k.showAlerts() })
 
 	k.grid = container.NewGridWithColumns(1)
 	k.greyOut = canvas.NewRectangle(colorOverlayGrey)
 
-	k.scanner = newScannerEntry()
-	k.scanner.SetPlaceHolder("Scan or type a work order, then Enter")
-	k.scanner.OnSubmitted = k.scanned
+	k.scanText = text("", 30, true)
+	k.scanNote = text("", 20, false)
+	k.start = newAction("Start", widget.SuccessImportance, 220, 80, func() { k.command("Could not start", k.api.Start) })
+	k.pause = newAction("Pause", widget.WarningImportance, 220, 80, func() { k.command("Could not pause", k.api.Pause) })
+	k.stop = newAction("Stop", widget.DangerImportance, 220, 80, k.confirmStop)
 
-	k.start = widget.NewButton("Start", func() { k.command("Could not start", k.api.Start) })
-	k.start.Importance = widget.SuccessImportance
-	k.pause = widget.NewButton("Pause", func() { k.command("Could not pause", k.api.Pause) })
-	k.pause.Importance = widget.WarningImportance
-	k.stop = widget.NewButton("Stop", k.confirmStop)
-	k.stop.Importance = widget.DangerImportance
-
-	scanLabel := text("Scan:", 28, true)
-	scan := container.NewBorder(nil, nil, container.NewCenter(scanLabel), nil, sized(k.scanner, 0, 70))
-	buttons := container.NewHBox(sized(k.start, 220, 90), sized(k.pause, 220, 90), sized(k.stop, 220, 90))
+	scanBg := canvas.NewRectangle(color.NRGBA{0x22, 0x25, 0x2c, 0xff})
+	scanBg.CornerRadius = 6
+	scan := container.NewStack(scanBg, container.NewPadded(container.NewVBox(k.scanText, k.scanNote)))
+	buttons := container.NewHBox(k.start.box, k.pause.box, k.stop.box)
 	controls := container.NewPadded(container.NewBorder(nil, nil, nil, buttons, scan))
 
-	k.top = container.NewVBox(k.header.box, k.banner, k.alertsBox)
+	k.top = container.NewVBox(k.header.box, k.banner, k.alertBar)
 	center := container.NewStack(container.NewPadded(k.grid), k.greyOut)
 	k.mainPage = container.NewBorder(k.top, controls, nil, nil, center)
 	k.body = container.NewStack(k.mainPage)
@@ -541,16 +651,185 @@ func sized(o fyne.CanvasObject, w, h float32) fyne.CanvasObject {
 	return container.NewStack(r, o)
 }
 
-// scanned loads what the scanner typed.
-func (k *Kiosk) scanned(s string) {
-	ref := strings.TrimSpace(s)
-	k.scanner.SetText("")
-	if ref == "" {
+// action is a command's button with, under it, why it is off when it is.
+type action struct {
+	btn *widget.Button
+	why *canvas.Text
+	box fyne.CanvasObject
+}
+
+func newAction(label string, imp widget.Importance, w, h float32, tap func()) *action {
+	a := &action{btn: widget.NewButton(label, tap), why: text("", 17, false)}
+	a.btn.Importance = imp
+	a.why.Color = colorUnknown
+	a.why.Alignment = fyne.TextAlignCenter
+	a.box = container.NewVBox(sized(a.btn, w, h), sized(a.why, w, 0))
+	return a
+}
+
+// set enables the button when the daemon takes the command and the
+// daemon is there; otherwise it says why not, cut to the button's width.
+func (a *action) set(al localapi.Allowed, connected bool) {
+	on := connected && al.OK
+	why := al.Why
+	if !connected {
+		why = away
+	}
+	if on {
+		why = ""
+	}
+	if on && a.btn.Disabled() {
+		a.btn.Enable()
+	} else if !on && !a.btn.Disabled() {
+		a.btn.Disable()
+	}
+	if w := a.btn.MinSize().Width; why != "" {
+		why = fitEnd(why, max(w, a.box.MinSize().Width), a.why.TextSize, a.why.TextStyle)
+	}
+	if a.why.Text != why {
+		a.why.Text = why
+		a.why.Refresh()
+	}
+}
+
+// Disabled reports whether the button is off.
+func (a *action) Disabled() bool { return a.btn.Disabled() }
+
+// typedRune receives what the barcode scanner (or a keyboard) types while
+// no text field has the focus; a newline or carriage return ends a scan.
+func (k *Kiosk) typedRune(r rune) {
+	if r == '\n' || r == '\r' {
+		k.enter()
 		return
 	}
-	k.command("Could not load "+ref, func(ctx context.Context) (localapi.State, error) {
-		return k.api.Load(ctx, ref)
-	})
+	if r < ' ' || r == 0x7f || len(k.scanBuf) >= 256 {
+		return
+	}
+	k.scanBuf = append(k.scanBuf, r)
+	k.showScan()
+}
+
+// typedKey ends a scan on Enter, erases on Backspace and closes the top
+// dialog (or forgets what was typed) on Escape.
+func (k *Kiosk) typedKey(ev *fyne.KeyEvent) {
+	switch ev.Name {
+	case fyne.KeyReturn, fyne.KeyEnter:
+		k.enter()
+	case fyne.KeyBackspace:
+		if n := len(k.scanBuf); n > 0 {
+			k.scanBuf = k.scanBuf[:n-1]
+			k.showScan()
+		}
+	case fyne.KeyEscape:
+		if len(k.scanBuf) > 0 {
+			k.scanBuf = nil
+			k.showScan()
+			return
+		}
+		k.closeTop(false)
+	}
+}
+
+// enter ends what was typed: a badge in the PIN dialog; Enter alone
+// answers the PIN dialog (OK) or closes another dialog; a scan while a
+// dialog is open, before anyone signed in or while the daemon is away is
+// kept, and sent once it can be; otherwise it is a work order to load.
+func (k *Kiosk) enter() {
+	line := strings.TrimSpace(string(k.scanBuf))
+	k.scanBuf = nil
+	switch {
+	case k.pinPad != nil:
+		if line == "" {
+			k.pinPad.submitPIN()
+		} else {
+			k.pinPad.submit(localapi.Credential{Badge: line})
+		}
+		k.showScan()
+		return
+	case k.win.Canvas().Overlays().Top() != nil:
+		if line == "" {
+			k.closeTop(true)
+		} else {
+			k.keep(line, "kept: it is sent once the dialog is closed")
+		}
+		return
+	case line == "":
+		k.showScan()
+		return
+	case !k.connected:
+		k.keep(line, "kept: it is sent once the station service is back")
+		return
+	case k.operator == nil:
+		k.keep(line, "kept: sign in, and it is sent")
+		return
+	}
+	k.scanned(line)
+}
+
+// keep keeps a scan until it can be sent; a later scan replaces it.
+func (k *Kiosk) keep(line, why string) {
+	if k.queued != "" && k.queued != line {
+		k.log.Info("a kept scan is replaced by a newer one", "kept", k.queued, "scan", line)
+	}
+	k.queued = line
+	k.log.Info("scan kept", "scan", line, "why", why)
+	k.setScanNote(line+": "+why, colorWaiting)
+}
+
+// replay sends the kept scan once nothing stands in its way.
+func (k *Kiosk) replay() {
+	if k.queued == "" || !k.connected || k.operator == nil || k.pinPad != nil || k.win.Canvas().Overlays().Top() != nil {
+		return
+	}
+	line := k.queued
+	k.queued = ""
+	k.log.Info("sending a kept scan", "scan", line)
+	k.scanned(line)
+}
+
+// scanned loads the work order a scan names; a scan of the loaded work
+// order says so and changes nothing.
+func (k *Kiosk) scanned(line string) {
+	id, err := localapi.ParseRef(line)
+	if err != nil {
+		k.setScanNote(line+": not a work order's barcode; scan the work order sheet again", colorBad)
+		return
+	}
+	if id == k.workOrder {
+		k.setScanNote("Work order "+id+" is already loaded", colorWaiting)
+		return
+	}
+	k.setScanNote("Loading work order "+id+"…", colorTextLight)
+	k.commandWith("Could not load work order "+id, func(err error) string { return loadErrorWords(id, err) },
+		func(ctx context.Context) (localapi.State, error) { return k.api.Load(ctx, line) },
+		func() {
+			if k.scanNote.Text == "Loading work order "+id+"…" {
+				k.setScanNote("Work order "+id+" loaded", colorOK)
+			}
+		})
+}
+
+// showScan shows what is being typed, or what the scanner is for.
+func (k *Kiosk) showScan() {
+	s, c := string(k.scanBuf), color.Color(colorTextLight)
+	if s == "" {
+		s, c = "Scan a work order", colorUnknown
+		if k.pinPad != nil {
+			s = "Scan your badge, or type your PIN on the pad"
+		}
+	}
+	if k.scanText.Text != s || k.scanText.Color != c {
+		k.scanText.Text, k.scanText.Color = s, c
+		k.scanText.Refresh()
+	}
+}
+
+func (k *Kiosk) setScanNote(s string, c color.Color) {
+	if k.scanNote.Text != s || k.scanNote.Color != c {
+		k.scanNote.Text, k.scanNote.Color = s, c
+		k.scanNote.Refresh()
+	}
+	k.showScan()
 }
 
 // confirmStop asks a supervisor's PIN or badge before stopping: the
@@ -560,9 +839,16 @@ func (k *Kiosk) confirmStop() {
 }
 
 // command runs f against the daemon off the UI goroutine; the state it
-// answers is drawn at the next tick, its error shown in a dialog.
+// answers is drawn at the next tick, its error shown in a dialog in the
+// operator's words (the technical chain goes to the log).
 func (k *Kiosk) command(title string, f func(ctx context.Context) (localapi.State, error)) {
-	go func() {
+	k.commandWith(title, errorWords, f, nil)
+}
+
+// commandWith is command with the words of its errors, and a function run
+// on the UI goroutine when it succeeds.
+func (k *Kiosk) commandWith(title string, words func(error) string, f func(ctx context.Context) (localapi.State, error), ok func()) {
+	k.spawn(func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
 		st, err := f(ctx)
@@ -571,38 +857,64 @@ func (k *Kiosk) command(title string, f func(ctx context.Context) (localapi.Stat
 				err = errTimeout
 			}
 			k.log.Warn("command failed", "command", title, "err", err)
-			k.do(func() { k.showError(title, err) })
+			msg := words(err)
+			k.do(func() {
+				if k.scanNote.Text != "" && strings.HasPrefix(title, "Could not load") {
+					k.setScanNote("", colorTextLight)
+				}
+				k.showError(title, msg)
+			})
 			return
 		}
 		k.m.mergeState(st)
-	}()
+		if ok != nil {
+			k.do(ok)
+		}
+	})
 }
 
-// showError shows err in the operator's words in a dialog.
-func (k *Kiosk) showError(title string, err error) {
-	msg := widget.NewLabel(errorWords(err))
-	msg.Wrapping = fyne.TextWrapWord
-	msg.TextStyle.Bold = true
-	d := dialog.NewCustom(title, "OK", sized(msg, 600, 0), k.win)
-	d.SetOnClosed(k.refocusLater)
+// showError shows a message in the operator's words in a dialog; OK or
+// Enter closes it.
+func (k *Kiosk) showError(title, msg string) {
+	l := widget.NewLabel(msg)
+	l.Wrapping = fyne.TextWrapWord
+	l.TextStyle.Bold = true
+	k.showDialog(dialog.NewCustom(title, "OK", sized(l, 600, 0), k.win))
+}
+
+// showDialog shows d; Enter or Escape closes it, and a scan kept while
+// it was open is sent once it is closed.
+func (k *Kiosk) showDialog(d dialog.Dialog) {
+	k.win.Canvas().Unfocus()
+	k.dialogs = append(k.dialogs, d)
+	d.SetOnClosed(func() {
+		if i := slices.Index(k.dialogs, d); i >= 0 {
+			k.dialogs = slices.Delete(k.dialogs, i, i+1)
+		}
+		k.replayLater()
+	})
 	d.Show()
 }
 
-// refocusLater gives the focus back to the scanner once a dialog is
-// gone (the dialog is still the top overlay while its callback runs).
-func (k *Kiosk) refocusLater() {
-	go k.do(k.focusScanner)
+// closeTop closes the top dialog: Enter (ok) answers the PIN dialog as
+// its OK button would, Escape cancels it.
+func (k *Kiosk) closeTop(ok bool) {
+	switch {
+	case k.pinPad != nil && k.win.Canvas().Overlays().Top() != nil:
+		if ok {
+			k.pinPad.submitPIN()
+		} else {
+			k.pinPad.d.Hide()
+		}
+	case len(k.dialogs) > 0:
+		k.dialogs[len(k.dialogs)-1].Hide()
+	}
 }
 
-// focusScanner gives the scanner the focus when nothing else needs it.
-func (k *Kiosk) focusScanner() {
-	c := k.win.Canvas()
-	if k.dev != nil || k.qa != nil || c.Overlays().Top() != nil || k.scanner.Disabled() {
-		return
-	}
-	if c.Focused() == nil {
-		c.Focus(k.scanner)
-	}
+// replayLater sends a kept scan once the dialog that closed is gone (it
+// is still the top overlay while its callback runs).
+func (k *Kiosk) replayLater() {
+	k.spawn(func() { k.do(k.replay) })
 }
 
 // showPage replaces the main page with a view; showMain goes back.
@@ -614,28 +926,7 @@ func (k *Kiosk) showPage(o fyne.CanvasObject) {
 
 func (k *Kiosk) showMain() {
 	k.dev, k.qa = nil, nil
+	k.win.Canvas().Unfocus()
 	k.body.Objects = []fyne.CanvasObject{k.mainPage}
 	k.body.Refresh()
-	k.focusScanner()
-}
-
-// scannerEntry is the entry a barcode scanner types into: it submits on
-// Enter, and on a typed newline or carriage return as some scanners send.
-type scannerEntry struct {
-	widget.Entry
-}
-
-func newScannerEntry() *scannerEntry {
-	e := &scannerEntry{}
-	e.ExtendBaseWidget(e)
-	return e
-}
-
-// TypedRune submits on '\n' and '\r', and types anything else.
-func (e *scannerEntry) TypedRune(r rune) {
-	if r == '\n' || r == '\r' {
-		e.TypedKey(&fyne.KeyEvent{Name: fyne.KeyReturn})
-		return
-	}
-	e.Entry.TypedRune(r)
 }

@@ -24,6 +24,9 @@ type model struct {
 	alerts bool
 	conn   bool // connected changed
 	events int64
+	// slotEvents counts the slot events applied: the drawer adapts its
+	// rate to theirs.
+	slotEvents int64
 
 	// wake is signalled after every change, so the drawer draws the
 	// first change at once and throttles the rest.
@@ -79,8 +82,9 @@ func (m *model) apply(ev localapi.Event) {
 	case localapi.EventSlot, localapi.EventAlert:
 		if ev.Slot != nil {
 			m.setSlot(*ev.Slot)
+			m.slotEvents++
 		}
-		m.setExtras(ev.Counts, ev.Run, ev.Alerts, ev.Type == localapi.EventAlert)
+		m.setExtras(ev.Counts, ev.Run, ev.Alerts, ev.Can, ev.Type == localapi.EventAlert)
 	}
 }
 
@@ -166,9 +170,13 @@ func (m *model) setSlot(s localapi.Slot) {
 	}
 }
 
-func (m *model) setExtras(counts *localapi.Counts, run localapi.RunState, alerts []localapi.Alert, alertsAlways bool) {
+func (m *model) setExtras(counts *localapi.Counts, run localapi.RunState, alerts []localapi.Alert, can *localapi.Commands, alertsAlways bool) {
 	if counts != nil && *counts != m.st.Counts {
 		m.st.Counts = *counts
+		m.header = true
+	}
+	if can != nil && *can != m.st.Can {
+		m.st.Can = *can
 		m.header = true
 	}
 	if run != "" && run != m.st.Run {
@@ -231,4 +239,18 @@ func (m *model) eventCount() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.events
+}
+
+// slotEventCount returns how many slot events the model applied.
+func (m *model) slotEventCount() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.slotEvents
+}
+
+// slots returns a copy of every slot's latest state.
+func (m *model) slots() []localapi.Slot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.st.Slots)
 }

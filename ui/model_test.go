@@ -3,6 +3,7 @@ package ui
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,7 +132,10 @@ func TestStatusWords(t *testing.T) {
 		want string
 	}{
 		{localapi.Slot{Status: localapi.SlotEmpty}, "EMPTY"},
-		{localapi.Slot{Status: localapi.SlotPassed}, "PASSED"},
+		{localapi.Slot{Status: localapi.SlotPassed}, "PASSED — REMOVE BOARD"},
+		{localapi.Slot{Status: localapi.SlotOverridden}, "OVERRIDDEN"},
+		{localapi.Slot{Status: localapi.SlotRemoved, Step: "flash"}, "REMOVED MID-FLASH"},
+		{localapi.Slot{Status: localapi.SlotRemoved}, "REMOVED MID-RUN"},
 		{localapi.Slot{Status: localapi.SlotFailed}, "FAILED"},
 		{localapi.Slot{Status: localapi.SlotRunning, Step: "flash", Progress: 0.454}, "FLASHING 45 %"},
 		{localapi.Slot{Status: localapi.SlotRunning, Step: "identify"}, "IDENTIFYING"},
@@ -196,12 +200,95 @@ func TestFitAndWrapText(t *testing.T) {
 func TestOperatorPart(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"slot S06, device 24:0a:c4:ef:e0:00, step flash: esp 24:0a:c4:ef:e0:00: FLASH_DEFL_DATA refused by the ROM: flash write failed. Retry once.", "Flash write failed. Retry once."},
-		{"slot S02, step flash: unplug and replug the board", "slot S02, step flash: unplug and replug the board"},
-		{"press Start", "press Start"},
-		{"waiting for the DMS: x", "waiting for the DMS: x"},
+		{"slot S02, step flash: unplug and replug the board", "Slot S02, step flash: unplug and replug the board"},
+		{"press Start", "Press Start"},
+		{"waiting for the DMS: x", "Waiting for the DMS: x"},
+		{"flash failed: bad cable (skipped by Olga: unplug the device)", "Skipped by Olga: unplug the device. Flash failed: bad cable"},
 	} {
 		if got := operatorPart(c.in); got != c.want {
 			t.Errorf("operatorPart(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// TestErrorWordsForEveryCode: every error code of the local API is said
+// in the operator's words; a daemon's message that carries a technical
+// chain never reaches the screen.
+func TestErrorWordsForEveryCode(t *testing.T) {
+	chain := "work order WO-9 cannot be loaded: read work order WO-9: GET http://127.0.0.1:43111/v1/work-orders/WO-9: read work order WO-9: dial tcp 127.0.0.1:43111: connect: connection refused"
+	codes := []string{localapi.CodeInvalid, localapi.CodeUnauthorized, localapi.CodeSignIn, localapi.CodeSupervisor,
+		localapi.CodeNotFound, localapi.CodeState, localapi.CodeUnavailable, localapi.CodeInternal, localapi.CodeWrongPIN,
+		localapi.CodeWait, localapi.CodeLockedOut, localapi.CodeWorkOrder, localapi.CodeNoWorkOrder, localapi.CodeNothingToDo,
+		localapi.CodeAlreadyLoaded, "some_new_code"}
+	seen := map[string]string{}
+	for _, code := range codes {
+		got := errorWords(&localapi.APIError{Status: 500, Code: code, Message: chain, RetryAfter: 4 * time.Second})
+		for _, bad := range []string{"http://", "127.0.0.1", "dial tcp", "read work order"} {
+			if strings.Contains(got, bad) {
+				t.Errorf("errorWords(%s) = %q: the technical chain reached the screen", code, got)
+			}
+		}
+		if len(got) < 20 || !strings.HasSuffix(got, ".") {
+			t.Errorf("errorWords(%s) = %q, want a sentence", code, got)
+		}
+		if other, ok := seen[got]; ok && code != "some_new_code" {
+			t.Errorf("codes %s and %s say the same: %q", code, other, got)
+		}
+		seen[got] = code
+	}
+	if got := errorWords(&localapi.APIError{Code: localapi.CodeWait, RetryAfter: 4 * time.Second}); !strings.Contains(got, "wait 4 s") {
+		t.Errorf("wait = %q, want the time to wait", got)
+	}
+	if got := errorWords(&localapi.APIError{Code: localapi.CodeNothingToDo, Message: "slot S02 is at work"}); got != "Not now: slot S02 is at work." {
+		t.Errorf("nothing_to_do = %q, want the daemon's words about the slot", got)
+	}
+	if got := loadErrorWords("WO-9", &localapi.APIError{Code: localapi.CodeNotFound, Message: chain}); !strings.HasPrefix(got, "Work order WO-9 is not known to the DMS.") {
+		t.Errorf("loadErrorWords(not_found) = %q", got)
+	}
+	if got := errorWords(fmt.Errorf("decode: %w", localapi.ErrDaemonDown)); !strings.Contains(got, "not answering") {
+		t.Errorf("daemon down = %q", got)
+	}
+}
+
+// TestTileReasonsEndAtAWord: a reason too long for a tile's two lines is
+// cut between words, never within one.
+func TestTileReasonsEndAtAWord(t *testing.T) {
+	const size = 18
+	style := fyne.TextStyle{Bold: true}
+	reason := "The device's flash refused a write. Retry once; if it fails again, set the device aside as faulty and call a technician"
+	for _, width := range []float32{120, 160, 200, 260} {
+		lines := wrapText(reason, width, size, style, 2)
+		if len(lines) == 0 || len(lines) > 2 {
+			t.Fatalf("wrapText(width %v) = %q", width, lines)
+		}
+		words := strings.Fields(reason)
+		for _, l := range lines {
+			if w := fyne.MeasureText(l, size, style).Width; w > width {
+				t.Errorf("line %q is %v wide, more than %v", l, w, width)
+			}
+			for _, w := range strings.Fields(strings.TrimSuffix(l, "…")) {
+				w = strings.TrimRight(w, ",;:.")
+				if !slices.ContainsFunc(words, func(x string) bool { return strings.TrimRight(x, ",;:.") == w }) {
+					t.Errorf("width %v: line %q holds %q, a cut word", width, l, w)
+				}
+			}
+		}
+	}
+}
+
+func TestAlertSummary(t *testing.T) {
+	alerts := []localapi.Alert{
+		{Level: localapi.AlertError, Code: "dms_offline", Message: "The DMS cannot be reached."},
+		{Level: localapi.AlertWarning, Code: "device_failed", Slot: "S02", Message: "Slot S02 failed"},
+		{Level: localapi.AlertWarning, Code: "device_removed", Slot: "S05", Message: "Slot S05: pulled out"},
+		{Level: localapi.AlertWarning, Code: "device_failed", Slot: "S11", Message: "Slot S11 failed"},
+		{Level: localapi.AlertInfo, Code: "complete", Message: "Work order WO-1 is complete."},
+	}
+	level, line := alertSummary(alerts)
+	if want := "The DMS cannot be reached (and 1 more)  ·  3 slots need you: S02, S05, S11"; line != want || level != localapi.AlertError {
+		t.Errorf("alertSummary = %s %q, want error %q", level, line, want)
+	}
+	if level, line := alertSummary(nil); level != "" || line != "" {
+		t.Errorf("alertSummary(nil) = %s %q", level, line)
 	}
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/station-dev/station/station/localapi"
 )
 
-// pinPad is the PIN dialog: a PIN pad (digits, clear, OK) and a badge
-// field a badge scanner types into. It signs an operator in, or carries a
-// supervisor's own PIN or badge to the action it authorizes.
+// pinPad is the PIN dialog: a PIN pad (digits, clear, OK); a badge
+// scanner types into the window's key handler, which hands the badge to
+// the open pad. It signs an operator in, or carries a supervisor's own
+// PIN or badge to the action it authorizes.
 type pinPad struct {
 	k      *Kiosk
 	d      dialog.Dialog
@@ -26,7 +27,7 @@ type pinPad struct {
 	clear  *widget.Button
 	ok     *widget.Button
 	cancel *widget.Button
-	badge  *scannerEntry
+	busy   bool
 	// act sends the PIN or badge to the daemon (off the UI goroutine);
 	// the dialog closes when it succeeds and shows its error otherwise.
 	act func(ctx context.Context, cred localapi.Credential) error
@@ -37,7 +38,6 @@ func (k *Kiosk) showSignIn() {
 	k.showPINPad("Sign in", "Type your PIN, or scan your badge.", func(ctx context.Context, cred localapi.Credential) error {
 		op, err := k.api.SignIn(ctx, cred)
 		if err != nil {
-			k.log.Warn("sign-in failed", "err", err)
 			return err
 		}
 		k.log.Info("signed in", "operator", op.Name, "supervisor", op.Supervisor)
@@ -54,7 +54,6 @@ func (k *Kiosk) askSupervisor(title, what string, act func(ctx context.Context, 
 	k.showPINPad(title, what+"\nA supervisor types their PIN or scans their badge.", func(ctx context.Context, cred localapi.Credential) error {
 		st, err := act(ctx, cred)
 		if err != nil {
-			k.log.Warn("supervisor action failed", "action", title, "err", err)
 			return err
 		}
 		k.m.mergeState(st)
@@ -74,24 +73,11 @@ func (k *Kiosk) showPINPad(title, prompt string, act func(ctx context.Context, c
 		p.digits[i] = widget.NewButton(d, func() { p.type_(d) })
 	}
 	p.clear = widget.NewButton("Clear", func() { p.pin = ""; p.showDots() })
-	p.ok = widget.NewButton("OK", func() {
-		if p.pin == "" {
-			p.msg.SetText("Type your PIN first.")
-			return
-		}
-		p.submit(localapi.Credential{PIN: p.pin})
-	})
+	p.ok = widget.NewButton("OK", p.submitPIN)
 	p.ok.Importance = widget.HighImportance
 	p.cancel = widget.NewButton("Cancel", func() { p.d.Hide() })
-	p.badge = newScannerEntry()
-	p.badge.SetPlaceHolder("or scan your badge")
-	p.badge.OnSubmitted = func(s string) {
-		s = strings.TrimSpace(s)
-		p.badge.SetText("")
-		if s != "" {
-			p.submit(localapi.Credential{Badge: s})
-		}
-	}
+	badge := widget.NewLabel("or scan your badge")
+	badge.Alignment = fyne.TextAlignCenter
 	key := func(b *widget.Button) fyne.CanvasObject { return sized(b, 110, 90) }
 	pad := container.NewGridWithColumns(3,
 		key(p.digits[1]), key(p.digits[2]), key(p.digits[3]),
@@ -100,17 +86,28 @@ func (k *Kiosk) showPINPad(title, prompt string, act func(ctx context.Context, c
 		key(p.clear), key(p.digits[0]), key(p.ok),
 	)
 	content := container.NewVBox(sized(p.msg, 380, 0), sized(p.dots, 0, 60), pad,
-		sized(p.badge, 0, 70), sized(p.cancel, 0, 70))
+		badge, sized(p.cancel, 0, 70))
 	p.d = dialog.NewCustomWithoutButtons(title, content, k.win)
 	p.d.SetOnClosed(func() {
 		if k.pinPad == p {
 			k.pinPad = nil
 		}
-		k.refocusLater()
+		k.showScan()
+		k.replayLater()
 	})
+	k.win.Canvas().Unfocus()
 	k.pinPad = p
 	p.d.Show()
-	k.win.Canvas().Focus(p.badge)
+	k.showScan()
+}
+
+// submitPIN sends the PIN typed on the pad (OK, or Enter).
+func (p *pinPad) submitPIN() {
+	if p.pin == "" {
+		p.msg.SetText("Type your PIN first, or scan your badge.")
+		return
+	}
+	p.submit(localapi.Credential{PIN: p.pin})
 }
 
 func (p *pinPad) type_(d string) {
@@ -129,16 +126,24 @@ func (p *pinPad) showDots() {
 // on success and says the daemon's words on failure (a wrong PIN, how long
 // to wait after too many, a lock).
 func (p *pinPad) submit(cred localapi.Credential) {
+	if p.busy {
+		return
+	}
+	p.busy = true
 	p.msg.SetText("Checking…")
 	k := p.k
-	go func() {
+	k.spawn(func() {
 		ctx, cancel := context.WithTimeout(k.runCtx(), k.opts.CommandTimeout)
 		defer cancel()
 		err := p.act(ctx, cred)
 		if err != nil && ctx.Err() == context.DeadlineExceeded {
 			err = errTimeout
 		}
+		if err != nil {
+			k.log.Warn("PIN or badge refused", "err", err)
+		}
 		k.do(func() {
+			p.busy = false
 			if err != nil {
 				p.pin = ""
 				p.showDots()
@@ -147,7 +152,7 @@ func (p *pinPad) submit(cred localapi.Credential) {
 			}
 			p.d.Hide()
 		})
-	}()
+	})
 }
 
 // signOut signs the operator out.

@@ -77,6 +77,10 @@ var (
 	colorEmpty   = color.NRGBA{0x4a, 0x4d, 0x52, 0xff} // grey
 	colorReady   = color.NRGBA{0x2e, 0x5e, 0x6e, 0xff} // slate teal
 	colorSkipped = color.NRGBA{0x6b, 0x55, 0x7a, 0xff} // muted purple
+	// colorOverridden is a deeper amber than waiting's: a failed device a
+	// supervisor accepted, never the green of a pass.
+	colorOverridden = color.NRGBA{0xe0, 0x7b, 0x00, 0xff}
+	colorUnknown    = color.NRGBA{0x9a, 0x9d, 0xa3, 0xff} // grey text: not known now
 
 	colorTextLight = color.NRGBA{0xff, 0xff, 0xff, 0xff}
 	colorTextDark  = color.NRGBA{0x10, 0x10, 0x10, 0xff}
@@ -99,8 +103,10 @@ func statusColors(s localapi.SlotStatus) (bg, fg color.NRGBA) {
 	switch s {
 	case localapi.SlotPassed:
 		return colorPassed, colorTextLight
-	case localapi.SlotFailed:
+	case localapi.SlotFailed, localapi.SlotRemoved:
 		return colorFailed, colorTextLight
+	case localapi.SlotOverridden:
+		return colorOverridden, colorTextDark
 	case localapi.SlotRunning:
 		return colorRunning, colorTextLight
 	case localapi.SlotWaiting:

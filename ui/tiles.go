@@ -118,7 +118,7 @@ func (t *tile) set(s localapi.Slot, now time.Time) bool {
 		t.bar.FillColor, t.track.FillColor = bar, track
 		t.track.Refresh()
 	}
-	t.setText(t.status, statusWords(s))
+	t.setStatus(statusWords(s))
 	t.setElapsed(now)
 	if s.Device != old.Device || s.Serial != old.Serial || s.Reason != old.Reason {
 		t.fitTexts()
@@ -138,6 +138,21 @@ func (t *tile) setElapsed(now time.Time) bool {
 	t.elapsed = e
 	t.setText(t.timeT, e)
 	return true
+}
+
+// setStatus shows the status words, smaller when they do not fit the
+// tile's width at its size ("PASSED — REMOVE BOARD" on a narrow tile).
+func (t *tile) setStatus(s string) {
+	size := float32(tileStatusSize) * t.scale
+	if w := t.size.Width - 2*tilePad*t.scale; w > 0 && s != "" {
+		if m := fyne.MeasureText(s, size, t.status.TextStyle).Width; m > w {
+			size = max(size*w/m, size*0.55)
+		}
+	}
+	if t.status.Text != s || t.status.TextSize != size {
+		t.status.Text, t.status.TextSize = s, size
+		t.status.Refresh()
+	}
 }
 
 // ticking reports whether the tile's elapsed time runs.
@@ -168,9 +183,13 @@ func progressOf(s localapi.Slot) float64 {
 	return 0
 }
 
-// layoutBar sizes the bar in its track.
+// layoutBar sizes the bar in its track; it is redrawn only when its
+// width changes by a whole pixel.
 func (t *tile) layoutBar() {
-	w := t.barFrame.Width * float32(progressOf(t.slot))
+	w := float32(math.Round(float64(t.barFrame.Width) * progressOf(t.slot)))
+	if sz := t.bar.Size(); sz.Width == w && sz.Height == t.barFrame.Height {
+		return
+	}
 	t.bar.Resize(fyne.NewSize(w, t.barFrame.Height))
 	t.bar.Refresh()
 }
@@ -228,6 +247,7 @@ func (r *tileRenderer) Layout(size fyne.Size) {
 	t.scale = s
 	t.name.TextSize = tileNameSize * s
 	t.status.TextSize = tileStatusSize * s
+	t.setStatus(statusWords(t.slot))
 	t.timeT.TextSize = tileTimeSize * s
 	for _, o := range []*canvas.Text{t.device, t.serial, t.reason[0], t.reason[1]} {
 		o.TextSize = tileSmallSize * s
@@ -258,6 +278,7 @@ func (r *tileRenderer) Layout(size fyne.Size) {
 	line(t.reason[0])
 	line(t.reason[1])
 	t.fitTexts()
+	t.bar.Resize(fyne.Size{}) // laid out again whatever its width
 	t.layoutBar()
 	for _, o := range t.texts() {
 		o.Refresh()
@@ -314,8 +335,20 @@ func wrapText(s string, width, size float32, style fyne.TextStyle, n int) []stri
 	return lines
 }
 
-// fitEnd shortens s at its end with an ellipsis until it fits width.
+// fitEnd shortens s at its end with an ellipsis until it fits width,
+// cutting between words; a single word longer than the width is cut
+// within it.
 func fitEnd(s string, width, size float32, style fyne.TextStyle) string {
+	if fyne.MeasureText(s, size, style).Width <= width {
+		return s
+	}
+	words := strings.Fields(s)
+	for n := len(words) - 1; n > 0; n-- {
+		c := strings.TrimRight(strings.Join(words[:n], " "), ",;:.—-") + "…"
+		if fyne.MeasureText(c, size, style).Width <= width {
+			return c
+		}
+	}
 	r := []rune(s)
 	for n := len(r) - 1; n > 0; n-- {
 		c := strings.TrimSpace(string(r[:n])) + "…"
@@ -341,12 +374,22 @@ func gridColumns(n int) int {
 // operatorPart keeps the end of a failure's explanation for the tile: the
 // daemon's reasons run from where (slot, device, step) through the
 // protocol's details to what happened and what to do, and a tile has room
-// for two lines. The device view shows it whole.
+// for two lines. The device view shows it whole. A note the daemon adds
+// in brackets (who skipped the device) comes first: it says what to do
+// now.
 func operatorPart(reason string) string {
-	i := strings.LastIndex(reason, ": ")
-	if len(reason) <= 100 || i < 0 || len(reason)-i < 24 {
-		return reason
+	note := ""
+	if i := strings.LastIndex(reason, " (skipped by "); i >= 0 && strings.HasSuffix(reason, ")") {
+		n := reason[i+2 : len(reason)-1]
+		note = strings.ToUpper(n[:1]) + n[1:] + ". "
+		reason = reason[:i]
 	}
-	rest := reason[i+2:]
-	return strings.ToUpper(rest[:1]) + rest[1:]
+	i := strings.LastIndex(reason, ": ")
+	if len(reason) > 100 && i >= 0 && len(reason)-i >= 24 {
+		reason = reason[i+2:]
+	}
+	if reason != "" {
+		reason = strings.ToUpper(reason[:1]) + reason[1:]
+	}
+	return note + reason
 }

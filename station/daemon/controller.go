@@ -1,17 +1,22 @@
 package daemon
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/export"
 	"github.com/station-dev/station/station/journal"
 	"github.com/station-dev/station/station/label"
 	"github.com/station-dev/station/station/localapi"
@@ -48,10 +53,12 @@ func (d *Daemon) State(ctx context.Context) localapi.State {
 
 func (d *Daemon) stateLocked(snap []jobs.SlotState) localapi.State {
 	st := localapi.State{
-		Station: d.cfg.Station, Version: d.version, Run: d.run, Counts: d.counts,
+		Station: d.cfg.Station, Version: d.version, Run: d.run,
 		Slots: d.slotsLocked(snap), DMS: d.dmsLink(), Printer: d.printer.state(),
 		Alerts: d.alertsLocked(), Time: time.Now().UTC(),
 	}
+	st.Counts = d.countsLocked(st.Slots)
+	st.Can = d.canLocked()
 	if d.wo != nil {
 		w := d.wo.wo
 		st.WorkOrder = &localapi.WorkOrder{
@@ -66,6 +73,32 @@ func (d *Daemon) stateLocked(snap []jobs.SlotState) localapi.State {
 	return st
 }
 
+// countsLocked completes the journal's counts with the slots as the
+// tiles show them: a failed count is a red tile (a device failed or
+// removed), and a failed device of the journal that no slot shows has
+// been set aside. Call with d.mu held.
+func (d *Daemon) countsLocked(slots []localapi.Slot) localapi.Counts {
+	c := localapi.Counts{Done: d.counts.done, Passed: d.counts.done, Overridden: d.counts.overridden}
+	shown := make(map[string]bool, len(slots))
+	for _, s := range slots {
+		if s.Device != "" {
+			shown[s.Device] = true
+		}
+		if s.Status == localapi.SlotFailed || s.Status == localapi.SlotRemoved {
+			c.Failed++
+		}
+	}
+	for dev := range d.counts.failed {
+		if !shown[dev] {
+			c.SetAside++
+		}
+	}
+	if n := c.Passed + c.Overridden + c.Failed + c.SetAside; n > 0 {
+		c.Yield = float64(c.Passed) / float64(n)
+	}
+	return c
+}
+
 // slotsLocked maps the bus's slots and what hot-plug knows to the
 // operator's view. Call with d.mu held.
 func (d *Daemon) slotsLocked(snap []jobs.SlotState) []localapi.Slot {
@@ -75,7 +108,10 @@ func (d *Daemon) slotsLocked(snap []jobs.SlotState) []localapi.Slot {
 	}
 	out := make([]localapi.Slot, 0, len(d.order))
 	for _, name := range d.order {
-		out = append(out, d.slotView(d.slots[name], bus[name]))
+		s := d.slots[name]
+		v := d.slotView(s, bus[name])
+		v.Can = d.slotCanLocked(s, v)
+		out = append(out, v)
 	}
 	return out
 }
@@ -102,9 +138,10 @@ func (d *Daemon) slotView(s *slotState, b jobs.SlotState) localapi.Slot {
 		v.Status = localapi.SlotReady
 		v.Reason = fmt.Sprintf("waiting for a free place: at most %d devices are worked on at once", cap(d.sem))
 		v.Seq = s.changed.UnixNano()
-	case s.skipped != "":
-		v.Status, v.Reason = localapi.SlotSkipped, s.skipped
-		v.Device, v.Serial = string(s.res.Device), s.res.Serial
+	case s.removed:
+		v.Status, v.Step = localapi.SlotRemoved, s.removedStep
+		v.Device, v.Serial, v.Elapsed = string(s.res.Device), s.res.Serial, s.res.Duration
+		v.Reason = removedReason(s.removedStep)
 		v.Seq = s.changed.UnixNano()
 	case s.held:
 		v.Device, v.Serial, v.Started, v.Elapsed = string(s.res.Device), s.res.Serial, b.Started, s.res.Duration
@@ -117,11 +154,23 @@ func (d *Daemon) slotView(s *slotState, b jobs.SlotState) localapi.Slot {
 		case jobs.OutcomeSkipped:
 			v.Status = localapi.SlotSkipped
 		default:
-			v.Status = localapi.SlotFailed
+			v.Status, v.Step = localapi.SlotFailed, string(s.res.Step)
 		}
 		if s.override != "" {
-			v.Status, v.Reason = localapi.SlotPassed, s.override
+			v.Status, v.Reason = localapi.SlotOverridden, s.override
 		}
+		if s.skipped != "" && s.override == "" {
+			// Skipped after its result: the result stays shown, and
+			// no longer asks for the operator.
+			if v.Reason != "" {
+				v.Reason += " "
+			}
+			v.Reason += "(" + s.skipped + ")"
+		}
+	case s.skipped != "":
+		v.Status, v.Reason = localapi.SlotSkipped, s.skipped
+		v.Device, v.Serial = string(s.res.Device), s.res.Serial
+		v.Seq = s.changed.UnixNano()
 	case s.present:
 		v.Status = localapi.SlotReady
 		switch {
@@ -141,6 +190,131 @@ func (d *Daemon) slotView(s *slotState, b jobs.SlotState) localapi.Slot {
 	}
 	v.Changed = time.Unix(0, v.Seq)
 	return v
+}
+
+// removedReason says what to do with a device pulled out during step.
+func removedReason(step string) string {
+	during := "while it was worked on"
+	if step != "" {
+		during = "during " + step
+	}
+	return "The board was pulled out " + during + ": plug it back in to carry on from its last passed step, or put it aside for rework and plug in the next one"
+}
+
+// canLocked says which station commands the one signed in may give now.
+// Call with d.mu held.
+func (d *Daemon) canLocked() localapi.Commands {
+	var c localapi.Commands
+	no := func(why string) localapi.Allowed { return localapi.Allowed{Why: why} }
+	yes := localapi.Allowed{OK: true}
+	op := d.operator
+	switch {
+	case op == nil:
+		c.Load = no("sign in first")
+	case d.loading != "":
+		c.Load = no("work order " + d.loading + " is being loaded")
+	case d.run == localapi.RunRunning || d.run == localapi.RunPaused || d.run == localapi.RunStopping:
+		c.Load = no("work order " + d.wo.wo.ID + " is " + string(d.run) + ": a supervisor stops it first")
+	case d.anyBusy():
+		c.Load = no("devices are still at work")
+	default:
+		c.Load = yes
+	}
+	switch {
+	case op == nil:
+		c.Start = no("sign in first")
+	case d.wo == nil:
+		c.Start = no("scan a work order first")
+	case d.run == localapi.RunRunning:
+		c.Start = no("already running")
+	case d.run == localapi.RunComplete:
+		c.Start = no("the work order is complete: scan the next one")
+	case d.run == localapi.RunStopping:
+		c.Start = no("the work order is stopping")
+	default:
+		c.Start = yes
+	}
+	switch {
+	case op == nil:
+		c.Pause = no("sign in first")
+	case d.run != localapi.RunRunning:
+		c.Pause = no("not running")
+	default:
+		c.Pause = yes
+	}
+	switch {
+	case op == nil || !op.Supervisor:
+		c.Stop = no("needs a supervisor")
+	case d.wo == nil:
+		c.Stop = no("no work order is loaded")
+	case d.run == localapi.RunStopping:
+		c.Stop = no("already stopping")
+	default:
+		c.Stop = yes
+	}
+	return c
+}
+
+// slotCanLocked says which of a slot's commands the one signed in may
+// give now, as Retry, Skip, Override and Reprint decide them. Call with
+// d.mu held.
+func (d *Daemon) slotCanLocked(s *slotState, v localapi.Slot) localapi.SlotCommands {
+	var c localapi.SlotCommands
+	no := func(why string) localapi.Allowed { return localapi.Allowed{Why: why} }
+	yes := localapi.Allowed{OK: true}
+	op := d.operator
+	failed := s.held && s.res.Outcome == jobs.OutcomeFailed && s.override == ""
+	switch {
+	case op == nil:
+		c.Retry = no("sign in first")
+	case d.wo == nil:
+		c.Retry = no("no work order is loaded")
+	case d.run == localapi.RunStopping || d.closing:
+		c.Retry = no("the work order is stopping")
+	case s.busy:
+		c.Retry = no("at work")
+	case s.removed:
+		c.Retry = no("plug the board back in first")
+	case !failed:
+		c.Retry = no("only a failed device is retried")
+	default:
+		c.Retry = yes
+	}
+	switch {
+	case op == nil:
+		c.Skip = no("sign in first")
+	case s.busy:
+		c.Skip = no("at work: wait for it to end")
+	case !s.present:
+		c.Skip = no("no board in the slot")
+	case s.skipped != "":
+		c.Skip = no("skipped already")
+	default:
+		c.Skip = yes
+	}
+	switch {
+	case op == nil || !op.Supervisor:
+		c.Override = no("needs a supervisor")
+	case d.wo == nil:
+		c.Override = no("no work order is loaded")
+	case s.override != "":
+		c.Override = no("accepted already")
+	case s.busy || !failed:
+		c.Override = no("only a failed device in its slot is accepted")
+	default:
+		c.Override = yes
+	}
+	switch {
+	case op == nil:
+		c.Reprint = no("sign in first")
+	case d.wo == nil:
+		c.Reprint = no("no work order is loaded")
+	case !s.held || (s.res.Outcome != jobs.OutcomePassed && s.res.Outcome != jobs.OutcomeAlreadyDone):
+		c.Reprint = no("no label was printed for this board")
+	default:
+		c.Reprint = yes
+	}
+	return c
 }
 
 func (d *Daemon) dmsLink() localapi.Link {
@@ -176,6 +350,11 @@ func (d *Daemon) alertsLocked() []localapi.Alert {
 	tokenSpent := false
 	for _, name := range d.order {
 		s := d.slots[name]
+		if s.removed && s.skipped == "" {
+			warns = append(warns, localapi.Alert{Level: localapi.AlertWarning, Code: "device_removed", Slot: name,
+				Message: fmt.Sprintf("Slot %s: %s", name, removedReason(s.removedStep))})
+			continue
+		}
 		if !s.held || s.override != "" || s.skipped != "" || s.res.Outcome != jobs.OutcomeFailed {
 			continue
 		}
@@ -205,7 +384,7 @@ func (d *Daemon) alertsLocked() []localapi.Alert {
 	}
 	if d.run == localapi.RunComplete && d.wo != nil {
 		infos = append(infos, localapi.Alert{Level: localapi.AlertInfo, Code: "complete",
-			Message: fmt.Sprintf("Work order %s is complete: %d of %d devices done", d.wo.wo.ID, d.counts.Done, d.wo.wo.Quantity)})
+			Message: fmt.Sprintf("Work order %s is complete: %d of %d devices done", d.wo.wo.ID, d.counts.done, d.wo.wo.Quantity)})
 	}
 	return slices.Concat(errs, warns, infos)
 }
@@ -234,17 +413,24 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 			}
 		}
 		first := d.State(ctx)
-		sent := map[string]int64{}
-		for _, s := range first.Slots {
-			sent[s.Name] = s.Seq
+		// A slot is sent again when it changed, or when what may be
+		// done with it did (someone signed in, the run paused).
+		type sentSlot struct {
+			seq int64
+			can localapi.SlotCommands
 		}
-		header := headerKey(first.Counts, first.Run, first.Alerts)
+		sent := map[string]sentSlot{}
+		for _, s := range first.Slots {
+			sent[s.Name] = sentSlot{s.Seq, s.Can}
+		}
+		header := headerKey(first.Counts, first.Run, first.Alerts, first.Can)
 		whole := wholeKey(first)
 		if !send(localapi.Event{Type: "state", State: &first, Time: first.Time}) {
 			return
 		}
 		poll := time.NewTicker(time.Second) // the DMS link changes without telling
 		defer poll.Stop()
+		var last time.Time
 		for {
 			select {
 			case <-ctx.Done():
@@ -254,6 +440,19 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 			case <-wake:
 			case <-poll.C:
 			}
+			// Changes that come faster than watchPace are sent
+			// together: each slot once, in its latest state.
+			if wait := time.Until(last.Add(watchPace)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				sub.Changes()
+			}
+			last = time.Now()
 			st := d.State(ctx)
 			if w := wholeKey(st); w != whole {
 				// Someone signed in or out, or a work order was loaded,
@@ -265,25 +464,29 @@ func (d *Daemon) Watch(ctx context.Context) <-chan localapi.Event {
 					return
 				}
 				for _, s := range st.Slots {
-					sent[s.Name] = s.Seq
+					sent[s.Name] = sentSlot{s.Seq, s.Can}
 				}
-				header = headerKey(st.Counts, st.Run, st.Alerts)
+				header = headerKey(st.Counts, st.Run, st.Alerts, st.Can)
 				continue
 			}
 			counts := st.Counts
 			for _, s := range st.Slots {
-				if sent[s.Name] == s.Seq {
+				if k := (sentSlot{s.Seq, s.Can}); sent[s.Name] == k {
 					continue
 				}
-				sent[s.Name] = s.Seq
+				sent[s.Name] = sentSlot{s.Seq, s.Can}
 				slot := s
-				if !send(localapi.Event{Type: "slot", Slot: &slot, Counts: &counts, Run: st.Run, Alerts: st.Alerts, Time: st.Time}) {
+				// The alerts and the commands, which every slot event
+				// would otherwise repeat, come in an "alert" event
+				// when they change.
+				if !send(localapi.Event{Type: "slot", Slot: &slot, Counts: &counts, Run: st.Run, Time: st.Time}) {
 					return
 				}
 			}
-			if h := headerKey(st.Counts, st.Run, st.Alerts); h != header {
+			if h := headerKey(st.Counts, st.Run, st.Alerts, st.Can); h != header {
 				header = h
-				if !send(localapi.Event{Type: "alert", Counts: &counts, Run: st.Run, Alerts: st.Alerts, Time: st.Time}) {
+				can := st.Can
+				if !send(localapi.Event{Type: "alert", Counts: &counts, Run: st.Run, Alerts: st.Alerts, Can: &can, Time: st.Time}) {
 					return
 				}
 			}
@@ -303,12 +506,19 @@ func wholeKey(st localapi.State) string {
 	return string(b)
 }
 
-func headerKey(c localapi.Counts, run localapi.RunState, alerts []localapi.Alert) string {
+// watchPace is the shortest time between two rounds of slot events of a
+// watcher: a station flashing 32 devices changes slots hundreds of times a
+// second, and no screen needs more than a few redraws a second. The first
+// change after a quiet time goes at once.
+const watchPace = 100 * time.Millisecond
+
+func headerKey(c localapi.Counts, run localapi.RunState, alerts []localapi.Alert, can localapi.Commands) string {
 	b, _ := json.Marshal(struct {
 		C localapi.Counts
 		R localapi.RunState
 		A []localapi.Alert
-	}{c, run, alerts})
+		K localapi.Commands
+	}{c, run, alerts, can})
 	return string(b)
 }
 
@@ -377,6 +587,9 @@ func (d *Daemon) load(ctx context.Context, id, operator string) error {
 		return loadError(id, err)
 	}
 	runner.Journal = syncingJournal{Journal: d.journal, after: d.appended}
+	// A device's steps carry who is signed in when it starts, not who
+	// loaded the work order.
+	runner.SignedIn = d.signedIn
 	counts, err := d.readCounts(ctx, id)
 	if err != nil {
 		cancel()
@@ -391,7 +604,8 @@ func (d *Daemon) load(ctx context.Context, id, operator string) error {
 	d.run, d.counts = localapi.RunReady, counts
 	for _, s := range d.slots {
 		// The devices in the slots are new to this work order.
-		s.runGen, s.held, s.skipped, s.override = 0, false, "", ""
+		s.runGen = 0
+		s.clearHeld()
 		s.res = jobs.Result{}
 		s.changed = time.Now()
 	}
@@ -405,7 +619,7 @@ func (d *Daemon) load(ctx context.Context, id, operator string) error {
 		d.note(ctx, operatorEvent(operator, "load_work_order", id, "", nil))
 	}
 	d.note(ctx, journalWorkOrder(id, "loaded", operator, map[string]any{
-		"product": wo.Product.Code, "bundle": wo.Bundle.Version, "quantity": wo.Quantity, "done": counts.Done,
+		"product": wo.Product.Code, "bundle": wo.Bundle.Version, "quantity": wo.Quantity, "done": counts.done,
 	}))
 	d.log.Info("work order loaded", "work_order", id, "product", wo.Product.Code, "bundle", wo.Bundle.Version, "quantity", wo.Quantity)
 	d.changes.notify()
@@ -457,33 +671,56 @@ func (d *Daemon) anyBusy() bool {
 	return false
 }
 
+// woCounts is what the journal says of a work order's devices; the
+// state completes it with the slots (countsLocked).
+type woCounts struct {
+	done       int
+	overridden int
+	// failed holds the devices whose last run failed and that no
+	// supervisor accepted since.
+	failed map[string]bool
+}
+
 // readCounts derives the work order's counts from the journal: devices
-// done, failed, and the failed ones a supervisor accepted.
-func (d *Daemon) readCounts(ctx context.Context, id string) (localapi.Counts, error) {
-	st, err := d.journal.WorkOrder(ctx, id)
+// done, failed, and the failed ones a supervisor accepted after their
+// last failure.
+func (d *Daemon) readCounts(ctx context.Context, id string) (woCounts, error) {
+	devs, err := d.journal.Devices(ctx, id)
 	if err != nil {
-		return localapi.Counts{}, err
+		return woCounts{}, err
 	}
-	overrides, err := d.journal.Events(ctx, journal.Filter{WorkOrder: id, Kind: journal.KindOperator, Step: "override"})
+	accepted, err := d.overrides(ctx, id)
 	if err != nil {
-		return localapi.Counts{}, err
+		return woCounts{}, err
 	}
-	accepted := 0
-	seen := map[string]bool{}
-	for _, e := range overrides {
-		if e.Device == "" || seen[e.Device] {
-			continue
+	c := woCounts{failed: map[string]bool{}}
+	for _, ds := range devs {
+		switch {
+		case ds.Result == journal.ResultDone:
+			c.done++
+		case ds.Result != journal.ResultFailed:
+		case accepted[ds.Device].Seq > ds.LastSeq:
+			c.overridden++
+		default:
+			c.failed[ds.Device] = true
 		}
-		seen[e.Device] = true
-		if ds, ok, err := d.journal.Device(ctx, id, e.Device); err == nil && ok && ds.Result == journal.ResultFailed {
-			accepted++
-		}
-	}
-	c := localapi.Counts{Done: st.Done, Passed: st.Done + accepted, Failed: st.Failed - accepted}
-	if n := c.Passed + c.Failed; n > 0 {
-		c.Yield = float64(c.Passed) / float64(n)
 	}
 	return c, nil
+}
+
+// overrides returns each device's last override in a work order.
+func (d *Daemon) overrides(ctx context.Context, id string) (map[string]journal.Event, error) {
+	events, err := d.journal.Events(ctx, journal.Filter{WorkOrder: id, Kind: journal.KindOperator, Step: "override"})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]journal.Event{}
+	for _, e := range events {
+		if e.Device != "" {
+			out[e.Device] = e
+		}
+	}
+	return out, nil
 }
 
 // Start works on every plugged device, and every device plugged in from
@@ -592,7 +829,7 @@ func (d *Daemon) Stop(ctx context.Context, sup localapi.Credential) error {
 	if d.wo == wo {
 		d.wo = nil
 		d.run = localapi.RunIdle
-		d.counts = localapi.Counts{}
+		d.counts = woCounts{}
 	}
 	d.save()
 	d.mu.Unlock()
@@ -663,7 +900,9 @@ func (d *Daemon) Retry(ctx context.Context, slot string) error {
 		err = opErr(localapi.ErrState, "the work order is stopping")
 	case s.busy:
 		err = opErr(localapi.ErrNothingToDo, "slot %s is at work", slot)
-	case !s.held || s.res.Outcome != jobs.OutcomeFailed || s.override != "" || s.skipped != "":
+	case s.removed:
+		err = opErr(localapi.ErrState, "the board of slot %s was pulled out: plug it back in", slot)
+	case !s.held || s.res.Outcome != jobs.OutcomeFailed || s.override != "":
 		err = opErr(localapi.ErrNothingToDo, "slot %s has not failed: only a failed device is retried", slot)
 	case !s.present:
 		err = opErr(localapi.ErrState, "slot %s has no device: plug it back in", slot)
@@ -672,14 +911,17 @@ func (d *Daemon) Retry(ctx context.Context, slot string) error {
 		d.mu.Unlock()
 		return err
 	}
-	device, id := s.res.Device, d.wo.wo.ID
+	e := d.slotEvent("retry", slot, s.res.Device, map[string]any{"device": s.res.Device})
+	e.Operator = op.Name
 	d.startSlot(slot)
 	d.mu.Unlock()
-	d.note(ctx, operatorEvent(op.Name, "retry", id, slot, map[string]any{"device": device}))
+	d.note(ctx, e)
 	return nil
 }
 
-// Skip leaves a slot's device alone until it is unplugged.
+// Skip leaves a slot's device alone until it is unplugged. A device
+// that ended keeps its result on the slot, and no longer calls for the
+// operator.
 func (d *Daemon) Skip(ctx context.Context, slot string) error {
 	op, err := d.requireOperator()
 	if err != nil {
@@ -707,15 +949,19 @@ func (d *Daemon) Skip(ctx context.Context, slot string) error {
 	if d.wo != nil {
 		id = d.wo.wo.ID
 	}
-	device := s.res.Device
+	e := operatorEvent(op.Name, "skip", id, slot, map[string]any{"device": s.res.Device})
+	if s.held {
+		e.Device = string(s.res.Device)
+	}
 	d.mu.Unlock()
-	d.note(ctx, operatorEvent(op.Name, "skip", id, slot, map[string]any{"device": device}))
+	d.note(ctx, e)
 	d.changes.notify()
 	return nil
 }
 
 // Override accepts a failed device, with the supervisor's reason
-// journaled. It needs a supervisor's own PIN or badge, sup.
+// journaled. It needs a supervisor's own PIN or badge, sup. The device is
+// counted overridden, never passed: it did not finish the pipeline.
 func (d *Daemon) Override(ctx context.Context, slot, reason string, sup localapi.Credential) error {
 	reason = strings.TrimSpace(reason)
 	if reason == "" {
@@ -740,10 +986,10 @@ func (d *Daemon) Override(ctx context.Context, slot, reason string, sup localapi
 	}
 	s.override = fmt.Sprintf("accepted by %s: %s", op.Name, reason)
 	s.changed = time.Now()
-	id, device, step := d.wo.wo.ID, s.res.Device, s.res.Step
+	id := d.wo.wo.ID
+	e := d.slotEvent("override", slot, s.res.Device, map[string]any{"reason": reason, "failed_step": s.res.Step})
+	e.Operator = op.Name
 	d.mu.Unlock()
-	e := operatorEvent(op.Name, "override", id, slot, map[string]any{"reason": reason, "failed_step": step})
-	e.Device = string(device)
 	d.note(ctx, e)
 	d.metrics.overridden()
 	d.countsMu.Lock()
@@ -849,15 +1095,29 @@ func (d *Daemon) Devices(ctx context.Context, q localapi.DeviceQuery) ([]localap
 		if err != nil {
 			return nil, err
 		}
+		var operators map[string]string
+		var accepted map[string]journal.Event
 		for _, ds := range devs {
 			if !matches(ds, q) {
 				continue
 			}
-			rows = append(rows, localapi.DeviceRow{
+			if operators == nil {
+				if operators, err = d.startingOperators(ctx, id); err != nil {
+					return nil, err
+				}
+				if accepted, err = d.overrides(ctx, id); err != nil {
+					return nil, err
+				}
+			}
+			row := localapi.DeviceRow{
 				WorkOrder: ds.WorkOrder, Device: ds.Device, Serial: ds.Serial, Slot: ds.Slot, Result: string(ds.Result),
-				LastStep: ds.LastStep, LastError: ds.LastError, Attempts: ds.Attempts[string(jobs.StepIdentify)],
+				LastStep: ds.LastStep, LastError: ds.LastError, Attempts: ds.Runs, Operator: operators[ds.Device],
 				First: ds.First, Last: ds.Last,
-			})
+			}
+			if o, ok := accepted[ds.Device]; ok && ds.Result == journal.ResultFailed && o.Seq > ds.LastSeq {
+				row.Override = o.Operator + ": " + overrideReason(o)
+			}
+			rows = append(rows, row)
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b localapi.DeviceRow) int { return b.Last.Compare(a.Last) })
@@ -865,6 +1125,38 @@ func (d *Daemon) Devices(ctx context.Context, q localapi.DeviceQuery) ([]localap
 		rows = rows[:q.Limit]
 	}
 	return rows, nil
+}
+
+// startingOperators returns, for each device of a work order, who was
+// signed in when its last run started, of the runs until it was done:
+// the operator of its last identify event before its done event.
+func (d *Daemon) startingOperators(ctx context.Context, id string) (map[string]string, error) {
+	events, err := d.journal.Events(ctx, journal.Filter{WorkOrder: id, Kind: journal.KindStep})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	done := map[string]bool{}
+	for _, e := range events {
+		switch {
+		case e.Device == "" || done[e.Device]:
+		case e.Step == string(jobs.StepDone) && e.Status == journal.StatusPassed:
+			done[e.Device] = true
+		case e.Step == string(jobs.StepIdentify):
+			// (identify's started event names no device yet.)
+			out[e.Device] = e.Operator
+		}
+	}
+	return out, nil
+}
+
+// overrideReason is the reason an override event records.
+func overrideReason(e journal.Event) string {
+	var data struct {
+		Reason string `json:"reason"`
+	}
+	_ = json.Unmarshal(e.Data, &data)
+	return data.Reason
 }
 
 func matches(ds journal.DeviceState, q localapi.DeviceQuery) bool {
@@ -885,9 +1177,10 @@ func matches(ds journal.DeviceState, q localapi.DeviceQuery) bool {
 	return true
 }
 
-// DeviceLog returns the step events of a device (hardware id or serial).
+// DeviceLog returns the events of a device (hardware id or serial): its
+// steps, and what operators did with it (skip, retry, override, unplug).
 func (d *Daemon) DeviceLog(ctx context.Context, device string) ([]localapi.LogLine, error) {
-	events, err := d.journal.Events(ctx, journal.Filter{Device: device, Kind: journal.KindStep})
+	events, err := d.deviceEvents(ctx, device)
 	if err != nil {
 		return nil, err
 	}
@@ -898,8 +1191,7 @@ func (d *Daemon) DeviceLog(ctx context.Context, device string) ([]localapi.LogLi
 		}
 		for _, r := range rows {
 			if strings.EqualFold(r.Serial, device) {
-				events, err = d.journal.Events(ctx, journal.Filter{Device: r.Device, Kind: journal.KindStep})
-				if err != nil {
+				if events, err = d.deviceEvents(ctx, r.Device); err != nil {
 					return nil, err
 				}
 				break
@@ -911,10 +1203,25 @@ func (d *Daemon) DeviceLog(ctx context.Context, device string) ([]localapi.LogLi
 	}
 	out := make([]localapi.LogLine, 0, len(events))
 	for _, e := range events {
+		msg := e.Error
+		if e.Kind == journal.KindOperator && e.Step == "override" {
+			msg = overrideReason(e)
+		}
 		out = append(out, localapi.LogLine{Seq: e.Seq, Time: e.Time, WorkOrder: e.WorkOrder, Slot: e.Slot, Step: e.Step,
-			Status: string(e.Status), Attempt: e.Attempt, Duration: e.Duration, Operator: e.Operator, Message: e.Error})
+			Status: string(e.Status), Attempt: e.Attempt, Duration: e.Duration, Operator: e.Operator, Message: msg})
 	}
 	return out, nil
+}
+
+// deviceEvents returns a device's step and operator events.
+func (d *Daemon) deviceEvents(ctx context.Context, device string) ([]journal.Event, error) {
+	events, err := d.journal.Events(ctx, journal.Filter{Device: device})
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(events, func(e journal.Event) bool {
+		return e.Kind != journal.KindStep && e.Kind != journal.KindOperator
+	}), nil
 }
 
 // Export writes the selected devices' events as JSON lines. The journal
@@ -935,6 +1242,88 @@ func (d *Daemon) Export(ctx context.Context, q localapi.DeviceQuery, w io.Writer
 				return fmt.Errorf("export: %w", err)
 			}
 		}
+	}
+	return nil
+}
+
+// ExportSigned writes the signed QA export of the selected devices, as
+// "station export" writes it (same code, same key: station-export.key
+// next to the journal), as a tar archive of its folder. A device query
+// must name one device: its whole hardware id or serial.
+func (d *Daemon) ExportSigned(ctx context.Context, q localapi.DeviceQuery, w io.Writer) error {
+	f := export.Filter{WorkOrder: q.WorkOrder, Since: q.Since, Until: q.Until, Result: journal.Result(q.Result),
+		Traces: filepath.Join(filepath.Dir(d.journal.Path()), "traces")}
+	if q.Device != "" {
+		rows, err := d.Devices(ctx, localapi.DeviceQuery{WorkOrder: q.WorkOrder, Device: q.Device})
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if strings.EqualFold(r.Device, q.Device) || strings.EqualFold(r.Serial, q.Device) {
+				f.Device = r.Device
+			}
+		}
+		if f.Device == "" {
+			return opErr(localapi.ErrNotFound, "no device %q to export: give its whole hardware id or serial", q.Device)
+		}
+	}
+	key, err := export.LoadOrCreateKey(filepath.Join(filepath.Dir(d.journal.Path()), export.DefaultKeyName))
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "station-export-")
+	if err != nil {
+		return fmt.Errorf("signed export: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	dir := filepath.Join(tmp, "export")
+	if _, err := export.Write(ctx, d.journal, f, dir, key); err != nil {
+		return err
+	}
+	return tarDir(w, dir)
+}
+
+// tarDir writes the files of dir (regular files and folders) to w as a
+// tar archive, with paths relative to dir.
+func tarDir(w io.Writer, dir string) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil || path == dir {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		info, err := de.Info()
+		if err != nil {
+			return err
+		}
+		hdr, err := tar.FileInfoHeader(info, "")
+		if err != nil {
+			return err
+		}
+		hdr.Name = filepath.ToSlash(rel)
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !de.Type().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("signed export: %w", err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/station-dev/station/fixtures"
+	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/jobs"
 	"github.com/station-dev/station/station/journal"
 	"github.com/station-dev/station/station/label"
@@ -104,7 +105,7 @@ type Daemon struct {
 	operator *localapi.Operator
 	slots    map[string]*slotState
 	order    []string
-	counts   localapi.Counts
+	counts   woCounts // the journal's; the state completes them
 	pins     pinGuard // wrong PINs and badges, per client and operator
 	sem      chan struct{}
 	closing  bool // Run is ending
@@ -223,6 +224,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.syncer != nil {
 		wg.Go(func() { d.syncer.Run(ctx) })
 	}
+	// Which slots hold a device is known before the run is restored, so
+	// that a restored slot shows what it holds.
+	d.pollPorts()
 	wg.Go(func() { d.watchPorts(ctx) })
 	wg.Go(func() { d.restore(ctx) })
 
@@ -555,6 +559,7 @@ func (d *Daemon) restore(ctx context.Context) {
 		case <-time.After(5 * time.Second):
 		}
 	}
+	d.restoreSlots(ctx, id)
 	d.mu.Lock()
 	switch st.Run {
 	case localapi.RunRunning, localapi.RunPaused:
@@ -569,4 +574,104 @@ func (d *Daemon) restore(ctx context.Context) {
 		Data: mustJSON(map[string]any{"run": st.Run})})
 	d.changes.notify()
 	d.schedule()
+}
+
+// restoreSlots shows again, after a restart, what each slot showed
+// before it, from the journal: the failed device still in its slot (red,
+// and not run again until the operator retries it), the failed device a
+// supervisor accepted (overridden), the board pulled out while it was
+// worked on (removed) while its slot is empty; with the skips of the
+// operators. The counts of the state follow from the same slots. Other
+// devices in their slots run again as before: a done one is found done,
+// an interrupted one resumes.
+func (d *Daemon) restoreSlots(ctx context.Context, id string) {
+	type found struct {
+		ds     journal.DeviceState
+		after  []journal.Event // the slot's operator events after the device's last step
+		failed bool
+	}
+	got := map[string]found{}
+	for _, name := range d.order {
+		ds, ok, err := d.journal.LastOnSlot(ctx, id, name)
+		if err != nil {
+			d.log.Warn("restore the slot from the journal", "slot", name, "err", err)
+			continue
+		}
+		if !ok || (ds.Result != journal.ResultFailed && ds.Result != journal.ResultInterrupted) {
+			continue
+		}
+		failed := ds.Result == journal.ResultFailed
+		if failed {
+			// A device stopped by the station (a stop, a restart) did
+			// not fail: it runs again.
+			last, err := d.journal.Events(ctx, journal.Filter{WorkOrder: id, Device: ds.Device, Kind: journal.KindStep, AfterSeq: ds.LastSeq - 1, Limit: 1})
+			if err != nil {
+				d.log.Warn("restore the slot from the journal", "slot", name, "err", err)
+				continue
+			}
+			if len(last) == 1 && stoppedStep(last[0]) {
+				failed = false
+			}
+		}
+		after, err := d.journal.Events(ctx, journal.Filter{WorkOrder: id, Slot: name, Kind: journal.KindOperator, AfterSeq: ds.LastSeq})
+		if err != nil {
+			d.log.Warn("restore the slot from the journal", "slot", name, "err", err)
+			continue
+		}
+		got[name] = found{ds: ds, after: after, failed: failed}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, f := range got {
+		s := d.slots[name]
+		if s.busy {
+			continue
+		}
+		removed, override, skipped := "", "", ""
+		for _, e := range f.after {
+			if e.Device != "" && e.Device != f.ds.Device {
+				continue
+			}
+			switch e.Step {
+			case "unplugged":
+				removed, override, skipped = "", "", ""
+				f.failed = false // taken out: set aside
+			case "removed":
+				var data struct {
+					Step string `json:"step"`
+				}
+				_ = json.Unmarshal(e.Data, &data)
+				removed = data.Step
+				if removed == "" {
+					removed = f.ds.LastStep
+				}
+			case "override":
+				override = fmt.Sprintf("accepted by %s: %s", e.Operator, overrideReason(e))
+			case "skip":
+				skipped = "skipped by " + e.Operator + ": unplug the device"
+			}
+		}
+		res := jobs.Result{Slot: name, Device: flasher.HardwareID(f.ds.Device), Serial: f.ds.Serial,
+			Outcome: jobs.OutcomeFailed, Step: jobs.Step(f.ds.LastStep), Message: f.ds.LastError}
+		switch {
+		case removed != "" && !s.present:
+			s.res, s.removed, s.removedStep, s.skipped = res, true, removed, skipped
+		case f.failed && removed == "" && s.present:
+			s.res, s.held, s.override, s.skipped = res, true, override, skipped
+			s.runGen = s.gen // shown, not run again: the operator decides
+		default:
+			continue
+		}
+		s.changed = time.Now()
+		d.log.Info("slot restored from the journal", "slot", name, "hardware_id", f.ds.Device, "removed", s.removed, "overridden", s.override != "")
+	}
+}
+
+// stoppedStep reports whether a failed step event records a stop (the
+// operator's, or the station's as it shut down) rather than a fault.
+func stoppedStep(e journal.Event) bool {
+	var data struct {
+		Stopped bool `json:"stopped"`
+	}
+	return json.Unmarshal(e.Data, &data) == nil && data.Stopped
 }

@@ -403,10 +403,11 @@ func TestFailedDeviceRetryAndOverride(t *testing.T) {
 		t.Fatalf("Override() = %v", err)
 	}
 	st = b.d.State(ctx)
-	if s := slot(st, "S02"); s.Status != localapi.SlotPassed || !strings.Contains(s.Reason, "rework ticket 17") {
-		t.Errorf("S02 after Override = %+v, want passed with the reason", s)
+	if s := slot(st, "S02"); s.Status != localapi.SlotOverridden || !strings.Contains(s.Reason, "rework ticket 17") || !strings.Contains(s.Reason, "Sam") {
+		t.Errorf("S02 after Override = %+v, want overridden, with who and why", s)
 	}
-	if want := (localapi.Counts{Done: 1, Passed: 2, Failed: 0, Yield: 1}); st.Counts != want {
+	// An override is not a pass: one passed (S01), one overridden.
+	if want := (localapi.Counts{Done: 1, Passed: 1, Overridden: 1, Failed: 0, Yield: 0.5}); st.Counts != want {
 		t.Errorf("counts = %+v, want %+v", st.Counts, want)
 	}
 	if err := b.d.Skip(ctx, "NOPE"); !errors.Is(err, localapi.ErrNotFound) {

@@ -1,12 +1,14 @@
 package daemon_test
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +28,7 @@ import (
 	"github.com/station-dev/station/station"
 	"github.com/station-dev/station/station/daemon"
 	"github.com/station-dev/station/station/dms"
+	"github.com/station-dev/station/station/export"
 	"github.com/station-dev/station/station/journal"
 	"github.com/station-dev/station/station/localapi"
 )
@@ -517,8 +520,9 @@ func TestLocalAPIDocExamples(t *testing.T) {
 		{key: "/A2/skip", given: func(t *testing.T, s *docStation) {
 			s.wait(t, "A2", localapi.SlotPassed)
 		}, check: func(t *testing.T, s *docStation, cmd, dir string, out []byte) {
-			if a2 := slot(docState(t, cmd, out), "A2"); a2.Status != localapi.SlotSkipped {
-				t.Errorf("%s = A2 %s, want skipped", cmd, a2.Status)
+			// A device that ended keeps its result, marked skipped.
+			if a2 := slot(docState(t, cmd, out), "A2"); a2.Status != localapi.SlotPassed || !strings.Contains(a2.Reason, "skipped by") {
+				t.Errorf("%s = A2 %s (%s), want passed, skipped", cmd, a2.Status, a2.Reason)
 			}
 		}},
 		{key: "/A1/reprint", given: func(t *testing.T, s *docStation) {
@@ -547,8 +551,8 @@ func TestLocalAPIDocExamples(t *testing.T) {
 			}
 			s.wait(t, "A2", localapi.SlotFailed)
 		}, check: func(t *testing.T, s *docStation, cmd, dir string, out []byte) {
-			if a2 := slot(docState(t, cmd, out), "A2"); a2.Status != localapi.SlotPassed || !strings.Contains(a2.Reason, docOverridden) {
-				t.Errorf("%s = A2 %s (%s), want passed with the reason", cmd, a2.Status, a2.Reason)
+			if a2 := slot(docState(t, cmd, out), "A2"); a2.Status != localapi.SlotOverridden || !strings.Contains(a2.Reason, docOverridden) {
+				t.Errorf("%s = A2 %s (%s), want overridden with the reason", cmd, a2.Status, a2.Reason)
 			}
 		}},
 		{key: `{"pin":"1234"}`, check: func(t *testing.T, s *docStation, cmd, dir string, out []byte) {
@@ -591,7 +595,47 @@ func TestLocalAPIDocExamples(t *testing.T) {
 				t.Errorf("%s = %+v, want the failed flash among the steps", cmd, lines)
 			}
 		}},
-		{key: "/v1/export", check: func(t *testing.T, s *docStation, cmd, dir string, out []byte) {
+		{key: "wo-1182.tar", check: func(t *testing.T, s *docStation, cmd, dir string, out []byte) {
+			// Unpacked, the signed export verifies; its CSV names the
+			// override of A2's device with its supervisor and reason.
+			f, err := os.Open(filepath.Join(dir, "wo-1182.tar"))
+			if err != nil {
+				t.Fatalf("%s wrote no file: %v\n%s", cmd, err, out)
+			}
+			defer f.Close()
+			exp := filepath.Join(dir, "export")
+			tr := tar.NewReader(f)
+			for {
+				h, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("%s: not a tar archive: %v", cmd, err)
+				}
+				p := filepath.Join(exp, filepath.FromSlash(h.Name))
+				if h.Typeflag == tar.TypeDir {
+					os.MkdirAll(p, 0o755)
+					continue
+				}
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				b, _ := io.ReadAll(tr)
+				if err := os.WriteFile(p, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := export.Verify(exp, nil); err != nil {
+				t.Fatalf("%s: the unpacked export does not verify: %v", cmd, err)
+			}
+			csv, err := os.ReadFile(filepath.Join(exp, export.DevicesFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(csv), docOverridden) || !strings.Contains(string(csv), docDeviceA2) {
+				t.Errorf("%s: devices.csv lacks A2's override:\n%s", cmd, csv)
+			}
+		}},
+		{key: "wo-1182.ndjson", check: func(t *testing.T, s *docStation, cmd, dir string, out []byte) {
 			b, err := os.ReadFile(filepath.Join(dir, "wo-1182.ndjson"))
 			if err != nil {
 				t.Fatalf("%s wrote no file: %v\n%s", cmd, err, out)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -10,7 +11,9 @@ import (
 	"go.bug.st/serial/enumerator"
 
 	"github.com/station-dev/station/fixtures"
+	"github.com/station-dev/station/flasher"
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/journal"
 	"github.com/station-dev/station/station/localapi"
 )
 
@@ -31,7 +34,18 @@ type slotState struct {
 	// accepted it although it failed.
 	skipped  string
 	override string
-	changed  time.Time // the last change the bus does not show
+	// removed reports that the device was unplugged while it was worked
+	// on, during step removedStep; res holds its result. The slot shows
+	// it until a device is plugged in.
+	removed     bool
+	removedStep string
+	ended       time.Time // when the last run ended
+	changed     time.Time // the last change the bus does not show
+}
+
+// clearHeld forgets the device the slot showed.
+func (s *slotState) clearHeld() {
+	s.held, s.skipped, s.override, s.removed, s.removedStep = false, "", "", false, ""
 }
 
 // portIdent tells one plugging of a port from the next: the node's
@@ -77,6 +91,8 @@ func (d *Daemon) pollPorts() {
 		seen[name], present[name] = id, ok
 	}
 	changed := false
+	var notes []journal.Event
+	var snap []jobs.SlotState
 	d.mu.Lock()
 	for _, name := range d.order {
 		s := d.slots[name]
@@ -86,14 +102,38 @@ func (d *Daemon) pollPorts() {
 			// A device plugged in, or another one in its place.
 			s.present, s.ident = true, id
 			s.gen++
-			s.held, s.skipped, s.override = false, "", ""
+			s.clearHeld()
 			s.changed = time.Now()
 			changed = true
 			d.log.Info("device plugged in", "slot", name)
 		case !now && s.present:
 			s.present, s.ident = false, portIdent{}
-			if !s.busy {
-				s.held, s.skipped, s.override = false, "", ""
+			switch {
+			case s.busy:
+				// Pulled out while it is worked on: finished says so
+				// once the pipeline gives up on it.
+				if snap == nil {
+					snap = d.bus.Snapshot()
+				}
+				for _, b := range snap {
+					if b.Slot == name {
+						s.removedStep = string(b.Step)
+					}
+				}
+			case s.held && s.res.Outcome == jobs.OutcomeFailed && s.override == "" && linkLost(s.res.Err) && time.Since(s.ended) < removedWindow:
+				// The link broke and the port went a moment later: the
+				// board was pulled out while it was worked on.
+				s.held, s.removed, s.removedStep = false, true, string(s.res.Step)
+				if s.res.Device != "" && d.wo != nil {
+					notes = append(notes, d.slotEvent("removed", name, s.res.Device, map[string]any{"step": s.removedStep}))
+				}
+			case s.held && s.res.Outcome == jobs.OutcomeFailed && s.res.Device != "" && d.wo != nil:
+				// A failed device taken out of its slot is set aside:
+				// journaled, so that a restart does not show it again.
+				notes = append(notes, d.slotEvent("unplugged", name, s.res.Device, nil))
+				s.clearHeld()
+			default:
+				s.clearHeld()
 			}
 			s.changed = time.Now()
 			changed = true
@@ -101,10 +141,36 @@ func (d *Daemon) pollPorts() {
 		}
 	}
 	d.mu.Unlock()
+	for _, e := range notes {
+		d.note(context.Background(), e)
+	}
 	if changed {
 		d.changes.notify()
 	}
 	d.schedule()
+}
+
+// slotEvent is a journal event about a slot's device, by whoever is
+// signed in. Call with d.mu held and a work order loaded.
+func (d *Daemon) slotEvent(action, slot string, device flasher.HardwareID, data map[string]any) journal.Event {
+	op := ""
+	if d.operator != nil {
+		op = d.operator.Name
+	}
+	e := operatorEvent(op, action, d.wo.wo.ID, slot, data)
+	e.Device = string(device)
+	return e
+}
+
+// removedWindow is how soon after a device's link broke its port may go
+// for the device to count as pulled out while it was worked on, rather
+// than taken out after it failed: unplugging a board breaks its link a
+// moment before its port disappears.
+const removedWindow = 3 * time.Second
+
+// linkLost reports whether a failure is the device's link breaking.
+func linkLost(err error) bool {
+	return errors.Is(err, flasher.ErrLinkLost) || errors.Is(err, flasher.ErrNoResponse)
 }
 
 // probe reports whether the slot's device is plugged in, and its port's
@@ -159,8 +225,8 @@ func (d *Daemon) schedule() {
 // held, the slot idle and a work order loaded.
 func (d *Daemon) startSlot(name string) {
 	s, wo := d.slots[name], d.wo
-	s.busy, s.started, s.held = true, false, false
-	s.skipped, s.override = "", ""
+	s.busy, s.started = true, false
+	s.clearHeld()
 	s.runGen = s.gen
 	s.changed = time.Now()
 	wo.wg.Add(1)
@@ -195,15 +261,39 @@ func (d *Daemon) startSlot(name string) {
 func (d *Daemon) finished(wo *loaded, name string, res jobs.Result) {
 	d.log.Info("device finished", "slot", name, "hardware_id", res.Device, "outcome", res.Outcome, "message", res.Message)
 	d.metrics.deviceEnded(res)
+	stopped := errors.Is(res.Err, jobs.ErrStopped) || errors.Is(res.Err, context.Canceled)
+	d.mu.Lock()
+	s := d.slots[name]
+	// A device unplugged while it was worked on, and that did not pass,
+	// shows as removed until a device is plugged in; it is journaled
+	// before the counts are read, and after the device's last step, so
+	// that a restart shows the slot as it is now.
+	var removed *journal.Event
+	if !s.present && res.Outcome == jobs.OutcomeFailed && !stopped && res.Device != "" && d.wo == wo {
+		step := s.removedStep
+		if step == "" {
+			step = string(res.Step)
+		}
+		e := d.slotEvent("removed", name, res.Device, map[string]any{"step": step})
+		removed = &e
+	}
+	d.mu.Unlock()
+	if removed != nil {
+		d.note(context.WithoutCancel(wo.ctx), *removed)
+	}
 	d.countsMu.Lock()
 	counts, err := d.readCounts(context.WithoutCancel(wo.ctx), wo.wo.ID)
 	d.mu.Lock()
-	s := d.slots[name]
 	s.busy, s.started = false, false
-	s.res = res
-	// The result stays shown until the device is unplugged; a device
-	// unplugged while it ran leaves the slot empty.
+	s.res, s.ended = res, time.Now()
+	// The result stays shown until the device is unplugged.
 	s.held = s.present
+	if !s.present && res.Outcome == jobs.OutcomeFailed && !stopped {
+		s.removed = true
+		if s.removedStep == "" {
+			s.removedStep = string(res.Step)
+		}
+	}
 	s.changed = time.Now()
 	completed := false
 	if err == nil && d.wo == wo {
@@ -213,7 +303,7 @@ func (d *Daemon) finished(wo *loaded, name string, res jobs.Result) {
 	d.mu.Unlock()
 	d.countsMu.Unlock()
 	if completed {
-		d.note(context.WithoutCancel(wo.ctx), journalWorkOrder(wo.wo.ID, "completed", "", map[string]any{"done": counts.Done}))
+		d.note(context.WithoutCancel(wo.ctx), journalWorkOrder(wo.wo.ID, "completed", "", map[string]any{"done": counts.done}))
 	}
 	if err != nil {
 		d.log.Error("count the work order's devices", "err", err)
@@ -228,7 +318,7 @@ func (d *Daemon) checkComplete() bool {
 	if d.wo == nil || d.run == localapi.RunComplete || d.run == localapi.RunStopping {
 		return false
 	}
-	if d.counts.Done < d.wo.wo.Quantity {
+	if d.counts.done < d.wo.wo.Quantity {
 		return false
 	}
 	d.run = localapi.RunComplete

@@ -189,6 +189,16 @@ func (d *Daemon) SignOut(ctx context.Context) error {
 	return nil
 }
 
+// signedIn returns the name of who is signed in, "" if nobody is.
+func (d *Daemon) signedIn() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.operator == nil {
+		return ""
+	}
+	return d.operator.Name
+}
+
 // requireOperator returns who is signed in, or ErrSignIn.
 func (d *Daemon) requireOperator() (localapi.Operator, error) {
 	d.mu.Lock()

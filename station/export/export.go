@@ -138,6 +138,9 @@ func write(ctx context.Context, j *journal.Journal, f Filter, dir string, key ed
 	if err != nil {
 		return Manifest{}, fmt.Errorf("export: %w", err)
 	}
+	if x.signs, err = signIns(ctx, j, through); err != nil {
+		return Manifest{}, err
+	}
 	if err := x.start(); err != nil {
 		return Manifest{}, err
 	}
@@ -346,7 +349,29 @@ func dataField(data json.RawMessage, keys ...string) string {
 	return ""
 }
 
-// CSVHeader is the header row of devices.csv.
+// signIns returns the journal's sign-in and sign-out events up to seq
+// through, for the transcripts: they name no device, and a device's
+// transcript shows those of its time. A shift has a few; they are held
+// in memory for the whole export.
+func signIns(ctx context.Context, j *journal.Journal, through int64) ([]journal.Event, error) {
+	events, err := j.Events(ctx, journal.Filter{Kind: journal.KindOperator})
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	out := events[:0]
+	for _, e := range events {
+		if e.Seq <= through && (e.Step == "signed_in" || e.Step == "signed_out") {
+			out = append(out, scrub(e))
+		}
+	}
+	return out, nil
+}
+
+// CSVHeader is the header row of devices.csv. operator names who was
+// signed in when each run of the device started (one name, or several
+// separated by "; " when runs had different operators); override_by and
+// override_reason name the supervisor who accepted a failed device and
+// why; attempts counts the runs of the pipeline.
 func CSVHeader() []string {
 	h := []string{"work_order", "hardware_id", "serial", "slot", "station", "operator", "firmware_version", "image_sha256"}
 	for _, s := range Steps {
@@ -355,24 +380,38 @@ func CSVHeader() []string {
 	for _, s := range Steps {
 		h = append(h, s+"_result")
 	}
-	return append(h, "attempts", "first", "last", "last_error", "result")
+	return append(h, "attempts", "first", "last", "last_error", "result", "override_by", "override_reason")
 }
 
 // csvRow renders a device's row of devices.csv.
 func csvRow(d device) []string {
-	var station, operator, version, sha string
+	var station, version, sha, overrideBy, overrideReason string
+	var operators []string
+	runOpen := false // an identify started, its outcome not seen yet
+	done := false    // later runs only found the device done
 	dur := map[string]time.Duration{}
 	res := map[string]journal.Status{}
 	for _, e := range d.events {
 		if e.Station != "" {
 			station = e.Station
 		}
-		if e.Operator != "" {
-			operator = e.Operator
+		if e.Kind == journal.KindOperator && e.Step == "override" {
+			overrideBy, overrideReason = e.Operator, dataField(e.Data, "reason")
 		}
 		if e.Kind != journal.KindStep {
 			continue
 		}
+		if e.Step == "identify" && (e.Status == journal.StatusStarted || !runOpen) && !done {
+			// A run starts with identify: its operator is who was
+			// signed in when it started. An override is of the run
+			// before.
+			if e.Operator != "" && !slices.Contains(operators, e.Operator) {
+				operators = append(operators, e.Operator)
+			}
+			overrideBy, overrideReason = "", ""
+		}
+		runOpen = e.Step == "identify" && e.Status == journal.StatusStarted
+		done = done || e.Step == "done" && e.Status == journal.StatusPassed
 		if e.Step == "flash" || e.Step == "verify" || e.Step == "identify" {
 			if v := dataField(e.Data, "firmware_version", "version", "bundle_version"); v != "" {
 				version = v
@@ -386,11 +425,10 @@ func csvRow(d device) []string {
 			dur[e.Step] = e.Duration
 		}
 	}
-	attempts := 0
-	for _, n := range d.state.Attempts {
-		attempts += n
+	if d.state.Result != journal.ResultFailed {
+		overrideBy, overrideReason = "", ""
 	}
-	row := []string{d.key[0], d.key[1], d.state.Serial, d.state.Slot, station, operator, version, sha}
+	row := []string{d.key[0], d.key[1], d.state.Serial, d.state.Slot, station, strings.Join(operators, "; "), version, sha}
 	for _, s := range Steps {
 		if v, ok := dur[s]; ok {
 			row = append(row, strconv.FormatInt(v.Milliseconds(), 10))
@@ -401,8 +439,8 @@ func csvRow(d device) []string {
 	for _, s := range Steps {
 		row = append(row, string(res[s]))
 	}
-	return append(row, strconv.Itoa(attempts), d.state.First.Format(time.RFC3339Nano),
-		d.state.Last.Format(time.RFC3339Nano), d.state.LastError, string(d.state.Result))
+	return append(row, strconv.Itoa(d.state.Runs), d.state.First.Format(time.RFC3339Nano),
+		d.state.Last.Format(time.RFC3339Nano), d.state.LastError, string(d.state.Result), overrideBy, overrideReason)
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
@@ -418,9 +456,11 @@ func transcriptBase(hardwareID string) string {
 }
 
 // writeSection renders a device's section of its transcript: a heading
-// and one line per event. A device seen in several work orders gets one
+// and one line per event, with the sign-ins and sign-outs (signs) of its
+// time and what operators did with the device (skips, retries, overrides
+// with their reasons). A device seen in several work orders gets one
 // section per work order, after a blank line when it is not the first.
-func writeSection(b *bytes.Buffer, d device, first bool) {
+func writeSection(b *bytes.Buffer, d device, signs []journal.Event, first bool) {
 	if !first {
 		b.WriteString("\n")
 	}
@@ -430,7 +470,23 @@ func writeSection(b *bytes.Buffer, d device, first bool) {
 	}
 	b.WriteString("\n")
 	operator := ""
-	for _, e := range d.events {
+	events := d.events
+	if len(events) > 0 {
+		first, last := events[0].Seq, events[len(events)-1].Seq
+		events = slices.Clone(events)
+		for _, e := range signs {
+			if e.Seq > first && e.Seq < last {
+				events = append(events, e)
+			}
+		}
+		slices.SortFunc(events, func(a, b journal.Event) int { return cmp.Compare(a.Seq, b.Seq) })
+	}
+	for _, e := range events {
+		if e.Kind == journal.KindOperator && e.Device == "" {
+			fmt.Fprintf(b, "%s  #%d  %s %s\n", e.Time.Format("2006-01-02 15:04:05.000Z07:00"), e.Seq,
+				oneLine(orDash(e.Operator)), strings.ReplaceAll(e.Step, "_", " "))
+			continue
+		}
 		fmt.Fprintf(b, "%s  #%d  slot %-4s %-10s %-8s", e.Time.Format("2006-01-02 15:04:05.000Z07:00"), e.Seq,
 			orDash(e.Slot), orDash(e.Step), e.Status)
 		if e.Attempt > 0 {
@@ -439,12 +495,18 @@ func writeSection(b *bytes.Buffer, d device, first bool) {
 		if e.Duration > 0 {
 			fmt.Fprintf(b, "  %s", e.Duration.Round(time.Millisecond))
 		}
-		if e.Operator != "" && e.Operator != operator {
+		switch {
+		case e.Kind == journal.KindOperator && e.Operator != "":
+			fmt.Fprintf(b, "  by %s", oneLine(e.Operator))
+		case e.Operator != "" && e.Operator != operator:
 			operator = e.Operator
 			fmt.Fprintf(b, "  operator %s", oneLine(e.Operator))
 		}
 		if e.Error != "" {
 			fmt.Fprintf(b, "  error: %s", oneLine(e.Error))
+		}
+		if r := dataField(e.Data, "reason"); e.Kind == journal.KindOperator && r != "" {
+			fmt.Fprintf(b, "  reason: %s", oneLine(r))
 		}
 		b.WriteString("\n")
 	}

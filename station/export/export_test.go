@@ -135,7 +135,7 @@ func TestExport1000DevicesVerifies(t *testing.T) {
 	for name, want := range map[string]string{
 		"hardware_id": "24:0a:c4:00:00:00", "serial": "SN-000000", "slot": "S01", "station": "line-1",
 		"firmware_version": "1.4.2", "image_sha256": strings.Repeat("ab", 32), "flash_ms": "1500",
-		"done_result": "passed", "attempts": "8", "result": "done",
+		"done_result": "passed", "attempts": "1", "result": "done",
 	} {
 		if got := first[col(name)]; got != want {
 			t.Errorf("first row %s = %q, want %q", name, got, want)
@@ -460,4 +460,95 @@ func TestWriteFailureRemovesExport(t *testing.T) {
 			t.Errorf("the folder given holds %v (%v) after a failed export, want it kept empty", entries, err)
 		}
 	})
+}
+
+// TestOperatorsOverridesAndRuns: a device run by Ann, retried by Bob after
+// a shift change and then accepted by a supervisor. The CSV names both
+// operators who started its runs, the override's supervisor and reason,
+// and two runs; the transcript shows the sign-in and sign-out of its time
+// and the override with its reason. Events of the supervisor (the
+// override) do not make them the device's operator.
+func TestOperatorsOverridesAndRuns(t *testing.T) {
+	ctx := context.Background()
+	j, err := journal.Open(ctx, filepath.Join(t.TempDir(), "journal.db"), "line-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	const dev, other = "24:0a:c4:00:00:01", "24:0a:c4:00:00:02"
+	at := base
+	ev := func(e journal.Event) journal.Event {
+		at = at.Add(time.Second)
+		e.Time = at
+		if e.Kind == "" {
+			e.Kind, e.WorkOrder, e.Slot = journal.KindStep, "WO-1", "S01"
+		}
+		return e
+	}
+	step := func(device, op, name string, status journal.Status) journal.Event {
+		return ev(journal.Event{Device: device, Operator: op, Step: name, Status: status, Attempt: 1})
+	}
+	operator := func(op, action string, data string) journal.Event {
+		e := ev(journal.Event{Kind: journal.KindOperator, Operator: op, Step: action, Status: journal.StatusInfo})
+		if data != "" {
+			e.Data = json.RawMessage(data)
+		}
+		return e
+	}
+	events := []journal.Event{
+		operator("Ann", "signed_in", `{"method":"pin"}`),
+		step(dev, "Ann", "identify", journal.StatusStarted), step(dev, "Ann", "identify", journal.StatusPassed),
+		step(dev, "Ann", "flash", journal.StatusStarted), step(dev, "Ann", "flash", journal.StatusFailed),
+		operator("Ann", "signed_out", `{"by":"Bob"}`), operator("Bob", "signed_in", `{"method":"badge"}`),
+		step(dev, "Bob", "identify", journal.StatusStarted), step(dev, "Bob", "identify", journal.StatusPassed),
+		step(dev, "Bob", "flash", journal.StatusStarted), step(dev, "Bob", "flash", journal.StatusFailed),
+		step(other, "Bob", "identify", journal.StatusStarted), step(other, "Bob", "identify", journal.StatusPassed),
+		step(other, "Bob", "done", journal.StatusStarted), step(other, "Bob", "done", journal.StatusPassed),
+	}
+	override := operator("Sam", "override", `{"reason":"cosmetic scratch, QA ticket 17","failed_step":"flash"}`)
+	override.WorkOrder, override.Slot, override.Device = "WO-1", "S01", dev
+	events = append(events, override)
+	if _, err := j.Append(ctx, events...); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "out")
+	if _, err := Write(ctx, j, Filter{WorkOrder: "WO-1"}, dir, testKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	rows := readCSV(t, filepath.Join(dir, DevicesFile))
+	col := func(name string) int {
+		i := slices.Index(rows[0], name)
+		if i < 0 {
+			t.Fatalf("devices.csv has no column %s: %q", name, rows[0])
+		}
+		return i
+	}
+	want := map[string]map[string]string{
+		dev:   {"operator": "Ann; Bob", "attempts": "2", "result": "failed", "override_by": "Sam", "override_reason": "cosmetic scratch, QA ticket 17"},
+		other: {"operator": "Bob", "attempts": "1", "result": "done", "override_by": "", "override_reason": ""},
+	}
+	for _, r := range rows[1:] {
+		w, ok := want[r[col("hardware_id")]]
+		if !ok {
+			t.Fatalf("unexpected row %q", r)
+		}
+		for name, v := range w {
+			if got := r[col(name)]; got != v {
+				t.Errorf("device %s: %s = %q, want %q", r[col("hardware_id")], name, got, v)
+			}
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(dir, TranscriptsDir, "24_0a_c4_00_00_01.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	for _, w := range []string{"Ann signed out", "Bob signed in", "override", "by Sam", "reason: cosmetic scratch, QA ticket 17", "operator Ann", "operator Bob"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("transcript lacks %q:\n%s", w, text)
+		}
+	}
+	if strings.Contains(text, "Ann signed in") {
+		t.Errorf("transcript shows a sign-in from before the device's first event:\n%s", text)
+	}
 }

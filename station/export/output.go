@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 
 	"github.com/station-dev/station/jobs"
+	"github.com/station-dev/station/station/journal"
 )
 
 // manifestTemp is where the manifest is written before it is renamed to
@@ -32,6 +33,9 @@ const bufferSize = 32 << 10
 type exporter struct {
 	dir    string
 	traces string
+	// signs are the journal's sign-ins and sign-outs, which each
+	// transcript section shows for its time.
+	signs []journal.Event
 
 	devices *output
 	events  *output
@@ -111,7 +115,7 @@ func (x *exporter) transcript(d device) (err error) {
 		x.transcripts[d.key[1]] = o
 	}
 	x.text.Reset()
-	writeSection(&x.text, d, o.size == 0)
+	writeSection(&x.text, d, x.signs, o.size == 0)
 	if err := o.open(x.dir, x.buf); err != nil {
 		return err
 	}

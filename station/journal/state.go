@@ -36,6 +36,7 @@ const (
 // The steps the derived state knows by name. They mirror jobs.Steps,
 // which this package cannot import (jobs imports it).
 const (
+	stepIdentify = "identify"
 	stepActivate = "activate"
 	stepDone     = "done"
 )
@@ -64,6 +65,11 @@ type DeviceState struct {
 	// run, and a passed or failed event with no run open counts as one.
 	// Skipped steps are not runs.
 	Attempts map[string]int `json:"attempts,omitempty"`
+	// Runs counts the runs of the pipeline on the device until it was
+	// done (every run starts with identify): a device that passed at its
+	// first try ran once, whatever its number of step events, and a
+	// check that finds it done later is no run.
+	Runs int `json:"runs"`
 	// Serial is the "serial" field of the data of the device's last
 	// passed activate step.
 	Serial string `json:"serial,omitempty"`
@@ -119,10 +125,12 @@ func Fold(events []Event) DeviceState {
 		switch e.Status {
 		case StatusStarted:
 			st.attempt(e.Step)
+			st.run(e.Step)
 			open[e.Step] = true
 		case StatusPassed, StatusFailed:
 			if !open[e.Step] {
 				st.attempt(e.Step)
+				st.run(e.Step)
 			}
 			open[e.Step] = false
 		}
@@ -160,6 +168,14 @@ func Fold(events []Event) DeviceState {
 		st.Result = ResultInProgress
 	}
 	return st
+}
+
+// run counts a run of the pipeline, when step opens one before the
+// device is done.
+func (st *DeviceState) run(step string) {
+	if step == stepIdentify && st.DoneCount == 0 {
+		st.Runs++
+	}
 }
 
 func (st *DeviceState) attempt(step string) {

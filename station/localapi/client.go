@@ -164,7 +164,19 @@ func (c *Client) LabelPNG(ctx context.Context, slot string) ([]byte, error) {
 // export the daemon could not finish is an error, though w may have
 // received part of it.
 func (c *Client) Export(ctx context.Context, q DeviceQuery, w io.Writer) error {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/export", encodeQuery(q), nil)
+	return c.download(ctx, "/v1/export", q, w)
+}
+
+// ExportSigned writes the selected devices' signed QA export to w as a
+// tar archive (see Controller.ExportSigned). An export the daemon could
+// not finish is an error, though w may have received part of it.
+func (c *Client) ExportSigned(ctx context.Context, q DeviceQuery, w io.Writer) error {
+	return c.download(ctx, "/v1/export/signed", q, w)
+}
+
+// download copies the answer of an export to w.
+func (c *Client) download(ctx context.Context, path string, q DeviceQuery, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, path, encodeQuery(q), nil)
 	if err != nil {
 		return err
 	}

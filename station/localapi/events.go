@@ -13,10 +13,11 @@ const (
 	// EventState carries a whole State: the first event of every stream,
 	// so a client redraws from scratch after it (re)connects.
 	EventState = "state"
-	// EventSlot carries one Slot that changed, with the counts, run state
-	// and alerts of the moment.
+	// EventSlot carries one Slot that changed, with the counts and run
+	// state of the moment.
 	EventSlot = "slot"
-	// EventAlert carries the current alerts, counts and run state.
+	// EventAlert carries the current alerts, counts, run state and
+	// station commands (Can), whenever one of them changes.
 	EventAlert = "alert"
 	// EventDisconnected is made by Client.Watch, never sent by the server:
 	// the stream broke (the daemon is restarting or stopped) and the client

@@ -150,7 +150,8 @@ func NewHandler(c Controller, opts HandlerOptions) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, lines)
 	})
-	mux.HandleFunc(PathExport, h.serveExport)
+	mux.HandleFunc(PathExport, h.serveExport(c.Export, "application/x-ndjson", "ndjson"))
+	mux.HandleFunc(PathExportSigned, h.serveExport(c.ExportSigned, "application/x-tar", "tar"))
 	if opts.Metrics != nil {
 		mux.HandleFunc(PathMetrics, h.serveMetrics(opts.Metrics))
 	}
@@ -194,30 +195,33 @@ func slotCommand(do func(ctx context.Context, slot string) error) func(ctx conte
 	}
 }
 
-// serveExport streams the Controller's export as JSON lines. An error
-// before the first byte is an ordinary error answer; an error after it
-// breaks the connection, so the client sees a cut export and not a
-// complete-looking one.
-func (h *handler) serveExport(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	ew := &exportWriter{w: w}
-	err = h.c.Export(r.Context(), q, ew)
-	if err == nil {
-		if !ew.started {
-			ew.start() // an empty export is still a file
+// serveExport streams an export the Controller writes (JSON lines, or
+// the signed export's tar) as a download of type ctype whose file name
+// ends in ext. An error before the first byte is an ordinary error
+// answer; an error after it breaks the connection, so the client sees a
+// cut export and not a complete-looking one.
+func (h *handler) serveExport(export func(context.Context, DeviceQuery, io.Writer) error, ctype, ext string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := parseQuery(r.URL.Query())
+		if err != nil {
+			h.writeError(w, r, err)
+			return
 		}
-		return
+		ew := &exportWriter{w: w, ctype: ctype, ext: ext}
+		err = export(r.Context(), q, ew)
+		if err == nil {
+			if !ew.started {
+				ew.start() // an empty export is still a file
+			}
+			return
+		}
+		if !ew.started {
+			h.writeError(w, r, err)
+			return
+		}
+		h.log.ErrorContext(r.Context(), "export cut short", "err", err)
+		panic(http.ErrAbortHandler)
 	}
-	if !ew.started {
-		h.writeError(w, r, err)
-		return
-	}
-	h.log.ErrorContext(r.Context(), "export cut short", "err", err)
-	panic(http.ErrAbortHandler)
 }
 
 // serveMetrics answers the metrics written by write. They are written
@@ -238,17 +242,18 @@ func (h *handler) serveMetrics(write func(ctx context.Context, w io.Writer) erro
 
 // exportWriter writes the export's headers with its first byte.
 type exportWriter struct {
-	w       http.ResponseWriter
-	started bool
+	w          http.ResponseWriter
+	ctype, ext string
+	started    bool
 }
 
 func (e *exportWriter) start() {
 	e.started = true
 	hd := e.w.Header()
-	hd.Set("Content-Type", "application/x-ndjson")
+	hd.Set("Content-Type", e.ctype)
 	hd.Set("Cache-Control", "no-store")
-	hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="station-export-%s.ndjson"`,
-		time.Now().UTC().Format("20060102T150405Z")))
+	hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="station-export-%s.%s"`,
+		time.Now().UTC().Format("20060102T150405Z"), e.ext))
 	e.w.WriteHeader(http.StatusOK)
 }
 

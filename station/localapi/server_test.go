@@ -196,6 +196,18 @@ func (f *fakeController) Export(_ context.Context, q DeviceQuery, w io.Writer) e
 	return err
 }
 
+func (f *fakeController) ExportSigned(_ context.Context, q DeviceQuery, w io.Writer) error {
+	b, _ := json.Marshal(q)
+	f.mu.Lock()
+	f.calls = append(f.calls, "ExportSigned "+string(b))
+	export, err := f.export, f.errs["ExportSigned"]
+	f.mu.Unlock()
+	if _, werr := io.WriteString(w, "tar:"+export); werr != nil {
+		return werr
+	}
+	return err
+}
+
 // server is a local API served for a test.
 type server struct {
 	addr string // the client's address
@@ -326,6 +338,11 @@ func TestRoutes(t *testing.T) {
 			err := c.Export(ctx, DeviceQuery{WorkOrder: "WO-1"}, &b)
 			return b.String(), err
 		}, `Export {"work_order":"WO-1"}`, "{\"a\":1}\n{\"a\":2}\n"},
+		{"signed export", func(ctx context.Context, c *Client) (any, error) {
+			var b bytes.Buffer
+			err := c.ExportSigned(ctx, DeviceQuery{WorkOrder: "WO-1", Result: "failed"}, &b)
+			return b.String(), err
+		}, `ExportSigned {"work_order":"WO-1","result":"failed"}`, "tar:{\"a\":1}\n{\"a\":2}\n"},
 	}
 	for _, transport := range []string{"unix", "loopback"} {
 		t.Run(transport, func(t *testing.T) {
@@ -596,6 +613,19 @@ func TestExport(t *testing.T) {
 		}
 		if cd := resp.Header.Get("Content-Disposition"); !strings.HasPrefix(cd, "attachment; filename=") {
 			t.Errorf("Content-Disposition = %q, want an attachment", cd)
+		}
+	})
+	t.Run("signed", func(t *testing.T) {
+		f.export = "x"
+		resp, body := raw(t, s, "GET", "/v1/export/signed?work_order=WO-1", "", "")
+		if resp.StatusCode != 200 || body != "tar:x" {
+			t.Fatalf("GET /v1/export/signed = %d %q, want 200 %q", resp.StatusCode, body, "tar:x")
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/x-tar" {
+			t.Errorf("Content-Type = %q, want application/x-tar", ct)
+		}
+		if cd := resp.Header.Get("Content-Disposition"); !strings.HasSuffix(cd, `.tar"`) {
+			t.Errorf("Content-Disposition = %q, want a .tar attachment", cd)
 		}
 	})
 	t.Run("empty", func(t *testing.T) {

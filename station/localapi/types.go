@@ -32,6 +32,10 @@ const (
 	PathDevices   = "GET /v1/devices"
 	PathDeviceLog = "GET /v1/devices/{device}/log"
 	PathExport    = "GET /v1/export"
+	// PathExportSigned answers the signed QA export that "station export"
+	// writes (devices.csv, events, transcripts, the signed manifest) as
+	// one tar archive.
+	PathExportSigned = "GET /v1/export/signed"
 	// PathMetrics serves Prometheus metrics in the text format 0.0.4,
 	// when HandlerOptions.Metrics is set.
 	PathMetrics = "GET /metrics"
@@ -69,9 +73,17 @@ const (
 	SlotReady   SlotStatus = "ready"   // a device is plugged in, waiting for start
 	SlotRunning SlotStatus = "running" // the pipeline is working on the device
 	SlotWaiting SlotStatus = "waiting" // running, but waiting (the DMS, the printer)
-	SlotPassed  SlotStatus = "passed"  // done: unplug it and plug the next one
+	SlotPassed  SlotStatus = "passed"  // done: remove the board and plug the next one
 	SlotFailed  SlotStatus = "failed"  // Reason says why
-	SlotSkipped SlotStatus = "skipped" // the operator skipped it, or it was already done
+	SlotSkipped SlotStatus = "skipped" // the operator skipped it before it ran
+	// SlotOverridden: the device failed and a supervisor accepted it;
+	// Reason says who and why. It is not a pass: the device did not
+	// finish the pipeline.
+	SlotOverridden SlotStatus = "overridden"
+	// SlotRemoved: the device was unplugged while it was worked on;
+	// Reason says what to do. Plugged back in, it carries on from its last
+	// passed step.
+	SlotRemoved SlotStatus = "removed"
 )
 
 // State is everything the kiosk shows: GET /v1/state, and the "state"
@@ -87,8 +99,38 @@ type State struct {
 	Printer   Link       `json:"printer"`
 	Operator  *Operator  `json:"operator,omitempty"`
 	// Alerts are what the operator must know now, most urgent first.
-	Alerts []Alert   `json:"alerts,omitempty"`
-	Time   time.Time `json:"time"`
+	Alerts []Alert `json:"alerts,omitempty"`
+	// Can says which of the station's commands the daemon takes now from
+	// the one signed in, and why not.
+	Can  Commands  `json:"can"`
+	Time time.Time `json:"time"`
+}
+
+// Allowed says whether the daemon takes a command now from the one signed
+// in; Why says why not, in an operator's words.
+type Allowed struct {
+	OK  bool   `json:"ok"`
+	Why string `json:"why,omitempty"`
+}
+
+// Commands are the station's commands, as State.Can reports them. Stop
+// needs a supervisor signed in (and, in the request, their own PIN or
+// badge).
+type Commands struct {
+	Load  Allowed `json:"load"`
+	Start Allowed `json:"start"`
+	Pause Allowed `json:"pause"`
+	Stop  Allowed `json:"stop"`
+}
+
+// SlotCommands are a slot's commands, as Slot.Can reports them. Override
+// needs a supervisor signed in (and, in the request, their own PIN or
+// badge).
+type SlotCommands struct {
+	Retry    Allowed `json:"retry"`
+	Skip     Allowed `json:"skip"`
+	Override Allowed `json:"override"`
+	Reprint  Allowed `json:"reprint"`
 }
 
 // WorkOrder is the loaded work order, as the header shows it.
@@ -102,12 +144,26 @@ type WorkOrder struct {
 	Quantity      int    `json:"quantity"`
 }
 
-// Counts are the work order's totals, across runs and restarts.
+// Counts are the work order's totals, across runs and restarts, derived
+// from the journal and from the same slot states the tiles show.
 type Counts struct {
-	Done   int `json:"done"`
+	// Done counts the devices that finished the pipeline, toward the
+	// quantity.
+	Done int `json:"done"`
+	// Passed counts the devices that finished the pipeline without a
+	// supervisor's override: Done.
 	Passed int `json:"passed"`
+	// Overridden counts the failed devices a supervisor accepted. They
+	// are not done.
+	Overridden int `json:"overridden"`
+	// Failed counts the slots whose device failed or was removed while
+	// it was worked on: one for each slot of status failed or removed.
 	Failed int `json:"failed"`
-	// Yield is passed / (passed + failed) devices, 0 to 1; 0 before any.
+	// SetAside counts the failed devices no longer in a slot (taken out,
+	// or their slot holds another device since).
+	SetAside int `json:"set_aside"`
+	// Yield is passed over passed, overridden, failed and set aside, 0
+	// to 1; 0 before any.
 	Yield float64 `json:"yield"`
 }
 
@@ -134,6 +190,9 @@ type Slot struct {
 	// Changed is when the slot last changed, on the daemon's clock: the
 	// kiosk measures how long a change takes to reach the screen.
 	Changed time.Time `json:"changed,omitzero"`
+	// Can says which of the slot's commands the daemon takes now from
+	// the one signed in, and why not.
+	Can SlotCommands `json:"can"`
 }
 
 // Link is the state of a connection the station needs.
@@ -176,11 +235,14 @@ type Event struct {
 	Type  string `json:"type"`
 	State *State `json:"state,omitempty"`
 	Slot  *Slot  `json:"slot,omitempty"`
-	// Counts, Run and Alerts come with "slot" and "alert" events, so that
-	// the header follows the slots.
+	// Counts and Run come with "slot" and "alert" events, so that the
+	// header follows the slots; Alerts and Can with "alert" events,
+	// sent whenever they change. A "slot" event may carry them too; one
+	// that does not leaves them as they were.
 	Counts *Counts   `json:"counts,omitempty"`
 	Run    RunState  `json:"run,omitempty"`
 	Alerts []Alert   `json:"alerts,omitempty"`
+	Can    *Commands `json:"can,omitempty"`
 	Time   time.Time `json:"time"`
 }
 
@@ -232,16 +294,22 @@ type DeviceQuery struct {
 
 // DeviceRow is one device in one work order, for the QA view.
 type DeviceRow struct {
-	WorkOrder string    `json:"work_order"`
-	Device    string    `json:"device"`
-	Serial    string    `json:"serial,omitempty"`
-	Slot      string    `json:"slot,omitempty"`
-	Result    string    `json:"result"`
-	LastStep  string    `json:"last_step,omitempty"`
-	LastError string    `json:"last_error,omitempty"`
-	Attempts  int       `json:"attempts"`
-	First     time.Time `json:"first"`
-	Last      time.Time `json:"last"`
+	WorkOrder string `json:"work_order"`
+	Device    string `json:"device"`
+	Serial    string `json:"serial,omitempty"`
+	Slot      string `json:"slot,omitempty"`
+	Result    string `json:"result"`
+	LastStep  string `json:"last_step,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// Attempts counts the runs of the pipeline on the device.
+	Attempts int `json:"attempts"`
+	// Operator is who was signed in when the device's last run started.
+	Operator string `json:"operator,omitempty"`
+	// Override says who accepted the failed device and why, if anyone
+	// did.
+	Override string    `json:"override,omitempty"`
+	First    time.Time `json:"first"`
+	Last     time.Time `json:"last"`
 }
 
 // LogLine is one step event of a device's log.
@@ -373,4 +441,7 @@ type Controller interface {
 	// Export writes the selected devices' events as JSON lines (tokens
 	// and secrets redacted).
 	Export(ctx context.Context, q DeviceQuery, w io.Writer) error
+	// ExportSigned writes the selected devices' signed QA export, as
+	// "station export" writes it into a folder, as a tar archive.
+	ExportSigned(ctx context.Context, q DeviceQuery, w io.Writer) error
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,8 @@ func run(args []string) error {
 	showVersion := fs.Bool("version", false, "print the version and the commit, and exit")
 	logJSON := fs.Bool("log-json", false, "write logs to stderr as JSON lines")
 	statsFile := fs.String("stats", "", "at exit, write the kiosk's counters and its median change-to-screen latency to this `file` (JSON), for scripts/bench")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the kiosk to this `file` until it exits (go tool pprof reads it)")
+	screenFile := fs.String("screen", "", "write what the screen shows (header, alert line, tiles, commands) to this `file` (JSON) as it changes, for end-to-end tests")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -77,6 +80,16 @@ func run(args []string) error {
 		}
 		key = strings.TrimSpace(string(b))
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("create the CPU profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start the CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	client, err := localapi.NewClient(*addr, key)
 	if err != nil {
 		return err
@@ -85,11 +98,12 @@ func run(args []string) error {
 	defer cancel()
 
 	a := app.NewWithID("dev.station.kiosk")
-	k := ui.New(a, client, ui.Options{FullScreen: !*windowed, Title: "Station", Logger: log})
+	k := ui.New(a, client, ui.Options{FullScreen: !*windowed, Title: "Station", Logger: log, ScreenFile: *screenFile})
 	var once sync.Once
 	finish := func() (err error) {
 		once.Do(func() {
 			log.Info("kiosk closed")
+			pprof.StopCPUProfile()
 			if *statsFile != "" {
 				err = writeStats(*statsFile, k)
 			}
