@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/station-dev/station/station/internal/dbfile"
 	"github.com/station-dev/station/station/migrate"
 
 	// The SQLite driver: importing it registers "sqlite3".
@@ -102,7 +103,7 @@ func OpenSQLite(ctx context.Context, path string, opts ...OpenOption) (*Store, e
 	if err := createPrivate(abs); err != nil {
 		return nil, fmt.Errorf("create dms database %s: %w", abs, err)
 	}
-	switch changed, err := tightenPrivate(abs); {
+	switch changed, err := dbfile.MakePrivate(abs); {
 	case err != nil:
 		cfg.logger.Warn("the DMS database's files may be read by other users, and could not be made private: run chmod 600 on them as their owner",
 			"path", abs, "made_private", changed, "err", err)
@@ -337,7 +338,7 @@ func boolInt(b bool) int {
 }
 
 // createPrivate creates an empty file at path with mode 0600 if there is
-// none; an existing file keeps its mode (see tightenPrivate).
+// none; an existing file keeps its mode (see dbfile.MakePrivate).
 func createPrivate(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
@@ -347,34 +348,4 @@ func createPrivate(path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// tightenPrivate makes the database at path and its -wal and -shm files,
-// those that exist, the owner's alone (0600) when group or others have any
-// access to them: files an older version created 0644 keep that mode
-// otherwise, since SQLite gives new -wal and -shm files the database's
-// mode. It returns the files it changed, as "dms.db-wal (was 0644)", and
-// an error for those it could not change; it removes nothing.
-func tightenPrivate(path string) (changed []string, err error) {
-	var errs []error
-	for _, p := range []string{path, path + "-wal", path + "-shm"} {
-		fi, serr := os.Stat(p)
-		if errors.Is(serr, fs.ErrNotExist) {
-			continue
-		}
-		if serr != nil {
-			errs = append(errs, serr)
-			continue
-		}
-		perm := fi.Mode().Perm()
-		if perm&0o077 == 0 {
-			continue
-		}
-		if cerr := os.Chmod(p, 0o600); cerr != nil {
-			errs = append(errs, cerr)
-			continue
-		}
-		changed = append(changed, fmt.Sprintf("%s (was %04o)", filepath.Base(p), perm))
-	}
-	return changed, errors.Join(errs...)
 }
